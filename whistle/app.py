@@ -1,0 +1,145 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""The application factory, after Flask's tutorial: extensions bound here, blueprints at module level."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask, jsonify, render_template, request
+from flask_babel import Babel
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.exceptions import HTTPException
+
+from . import i18n, security
+from .config import Config, load_config
+from .crypto import UnitPublicKey
+from .db import make_sessionmaker
+from .instance import InstanceSecrets, check_key_folder, init_instance
+from .passphrase import DerivationGate
+from .uploads import WhistleRequest
+
+ROOT = Path(__file__).resolve().parent.parent
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class State:
+    """Everything the views share, stored in ``app.extensions['whistle']``."""
+
+    config: Config
+    unit_key: UnitPublicKey
+    secrets: InstanceSecrets
+    engine: Engine
+    sessions: sessionmaker[Session]
+    gate: DerivationGate
+
+
+csrf = CSRFProtect()
+babel = Babel()
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the app; raise :class:`whistle.instance.InstanceError` (fail closed) on a bad setup."""
+    config = config or load_config(os.environ)
+    # Checked before anything is created: a server with a private key must not even init.
+    unit_key = check_key_folder(config)
+    secrets, engine = init_instance(config)
+
+    app = Flask(
+        __name__,
+        template_folder=str(ROOT / "templates"),
+        static_folder="static",
+    )
+    app.request_class = WhistleRequest
+    app.config.update(
+        SECRET_KEY=secrets.flask_secret_key,
+        MAX_CONTENT_LENGTH=config.max_upload_mb * MB,
+        # Form text (the report body) is held in memory only; 100,000 characters fit.
+        MAX_FORM_MEMORY_SIZE=2 * MB,
+        MAX_FORM_PARTS=200,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=config.https,
+        SESSION_COOKIE_NAME="whistle",
+        PERMANENT_SESSION_LIFETIME=30 * 60,
+        WTF_CSRF_TIME_LIMIT=None,
+        WTF_CSRF_SSL_STRICT=True,
+        BABEL_DEFAULT_LOCALE=config.default_language,
+        BABEL_TRANSLATION_DIRECTORIES=str(Path(__file__).parent / "translations"),
+        SEND_FILE_MAX_AGE_DEFAULT=3600,
+    )
+    app.extensions["whistle"] = State(
+        config=config,
+        unit_key=unit_key,
+        secrets=secrets,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        gate=DerivationGate(config.argon2_concurrency),
+    )
+    _quiet_logging(app)
+
+    csrf.init_app(app)
+    babel.init_app(app, locale_selector=i18n.select_locale)
+    i18n.init_app(app)
+    security.init_app(app)
+
+    from .source import bp as source_bp
+
+    app.register_blueprint(source_bp)
+    _register_errors(app)
+    return app
+
+
+def _quiet_logging(app: Flask) -> None:
+    # Werkzeug's request log line carries the client address and path: never write it.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    app.logger.setLevel(logging.WARNING)
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError) -> tuple[object, int]:
+        from flask_babel import gettext as _
+
+        message = _("Your session expired or the form was sent twice. Please reload the page.")
+        if _wants_json():
+            return jsonify(error="csrf", message=message), 400
+        return render_template("error.html", code=400, message=message), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[object, int]:
+        from flask_babel import gettext as _
+
+        code = exc.code or 500
+        messages = {
+            400: _("The request could not be understood."),
+            404: _("This page does not exist."),
+            405: _("This page does not accept that kind of request."),
+            413: _("What you sent is too large."),
+            429: _("Too many requests right now. Please wait a few minutes and try again."),
+        }
+        message = messages.get(code, _("Something went wrong."))
+        if _wants_json():
+            error = "too_large" if code == 413 else f"http_{code}"
+            return jsonify(error=error, message=message), code
+        return render_template("error.html", code=code, message=message), code
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> tuple[object, int]:
+        from flask_babel import gettext as _
+
+        # Log the exception type only: messages can quote request data.
+        app.logger.error("internal error: %s", type(exc).__name__)
+        message = _("Something went wrong. Nothing was stored; please try again later.")
+        if _wants_json():
+            return jsonify(error="internal", message=message), 500
+        return render_template("error.html", code=500, message=message), 500

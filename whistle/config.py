@@ -1,0 +1,146 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Configuration: a frozen dataclass built by the pure function :func:`load_config`.
+
+Everything comes from environment variables with defaults that run on one machine with no setup.
+Bad values raise :class:`ConfigError` with one line that says what to fix; the server refuses to
+start rather than guess.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_CATEGORIES: tuple[tuple[str, str], ...] = (
+    ("poor_service", "Poor service"),
+    ("medication", "Medication not delivered"),
+    ("irregularities", "Irregularities"),
+    ("corruption", "Corruption"),
+    ("other", "Other"),
+)
+LANGUAGES = ("es", "en")
+_CODE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message says which variable and why."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole runtime configuration of one whistle instance."""
+
+    data_dir: Path
+    database_url: str
+    unit_key_path: Path
+    ratelimit_storage: str = "memory://"
+    max_upload_mb: int = 500
+    max_envelope_bytes: int = 1024 * 1024
+    categories: tuple[tuple[str, str], ...] = DEFAULT_CATEGORIES
+    default_language: str = "es"
+    https: bool = False
+    argon2_concurrency: int = 2
+
+    @property
+    def key_dir(self) -> Path:
+        return self.unit_key_path.parent
+
+    @property
+    def secrets_path(self) -> Path:
+        return self.data_dir / "secrets.json"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def category_codes(self) -> tuple[str, ...]:
+        return tuple(code for code, _ in self.categories)
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _categories(raw: str | None) -> tuple[tuple[str, str], ...]:
+    """``code=Label;code=Label``. Labels are shown as given (the deployment's own language)."""
+    if raw is None or raw.strip() == "":
+        return DEFAULT_CATEGORIES
+    result: list[tuple[str, str]] = []
+    for part in raw.split(";"):
+        if not part.strip():
+            continue
+        code, sep, label = part.partition("=")
+        code, label = code.strip(), label.strip()
+        if not sep or not _CODE.match(code) or not label:
+            raise ConfigError(
+                f"WHISTLE_CATEGORIES entry {part.strip()!r} is not code=Label "
+                "(code: lowercase letters, digits, underscore)"
+            )
+        if code in (c for c, _ in result):
+            raise ConfigError(f"WHISTLE_CATEGORIES lists {code!r} twice")
+        result.append((code, label))
+    if not result:
+        raise ConfigError("WHISTLE_CATEGORIES is set but lists no category")
+    return tuple(result)
+
+
+def load_config(environ: Mapping[str, str], *, cwd: Path | None = None) -> Config:
+    """Build the configuration from ``environ`` (pass ``os.environ``); pure apart from ``cwd``.
+
+    Relative paths are taken relative to ``cwd`` (default: the process's working directory at
+    call time, resolved once here so later ``chdir`` calls cannot move the data folder).
+    """
+    base = (cwd or Path.cwd()).resolve()
+
+    def path(name: str, default: str) -> Path:
+        raw = environ.get(name, "").strip() or default
+        p = Path(raw).expanduser()
+        return (p if p.is_absolute() else base / p).resolve()
+
+    data_dir = path("WHISTLE_DATA_DIR", "instance")
+    database_url = environ.get("WHISTLE_DATABASE_URL", "").strip() or (
+        f"sqlite:///{data_dir / 'whistle.sqlite3'}"
+    )
+    if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", database_url):
+        raise ConfigError("WHISTLE_DATABASE_URL must be a sqlite:// or postgresql:// URL")
+    storage = environ.get("WHISTLE_RATELIMIT_STORAGE", "").strip() or "memory://"
+    if not re.match(r"^(memory|redis|rediss|redis\+unix)://", storage):
+        raise ConfigError("WHISTLE_RATELIMIT_STORAGE must be memory:// or a redis:// URL")
+    language = environ.get("WHISTLE_DEFAULT_LANGUAGE", "").strip() or "es"
+    if language not in LANGUAGES:
+        raise ConfigError(f"WHISTLE_DEFAULT_LANGUAGE must be one of {', '.join(LANGUAGES)}")
+    return Config(
+        data_dir=data_dir,
+        database_url=database_url,
+        unit_key_path=path("WHISTLE_UNIT_KEY", "keys/unit.pub"),
+        ratelimit_storage=storage,
+        max_upload_mb=_int(environ, "WHISTLE_MAX_UPLOAD_MB", 500, 1, 100_000),
+        max_envelope_bytes=_int(environ, "WHISTLE_MAX_ENVELOPE_KB", 1024, 2, 16 * 1024) * 1024,
+        categories=_categories(environ.get("WHISTLE_CATEGORIES")),
+        default_language=language,
+        https=_bool(environ, "WHISTLE_HTTPS", False),
+        argon2_concurrency=_int(environ, "WHISTLE_ARGON2_CONCURRENCY", 2, 1, 64),
+    )

@@ -1,0 +1,28 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""The JavaScript-off submission form (Flask-WTF: CSRF token, validation)."""
+
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import MultipleFileField, SelectField, TextAreaField
+from wtforms.validators import DataRequired, Length
+
+from ..crypto import MAX_BODY_CHARS
+from ..i18n import category_choices
+
+
+class SubmitForm(FlaskForm):
+    category = SelectField(_l("What is it about?"), validators=[DataRequired()])
+    body = TextAreaField(
+        _l("Describe what happened"),
+        validators=[
+            DataRequired(message=_l("Please describe what happened.")),
+            Length(max=MAX_BODY_CHARS, message=_l("The description is too long.")),
+        ],
+    )
+    attachments = MultipleFileField(_l("Attach files (optional)"))
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.category.choices = category_choices()

@@ -1,0 +1,266 @@
+// SPDX-License-Identifier: AGPL-3.0-or-later
+//
+// Encrypts a report in the browser before anything leaves it (docs/protocol.md, sections 2, 3, 5).
+//
+// Loaded with `defer` after vendor/libsodium/libsodium.js, vendor/libsodium/libsodium-wrappers.js
+// and js/whistle-crypto.js. Without JavaScript the form posts to the server, which seals it; with
+// JavaScript this script takes the form over completely. Once it runs it never lets the form fall
+// through to a plaintext post, even when libsodium is missing or the unit key does not check out:
+// a source who chose the encrypted path must not be silently downgraded.
+(function () {
+  'use strict';
+
+  var root = document.documentElement;
+  var form = document.getElementById('submit-form');
+  if (!form) {
+    return;
+  }
+  var button = document.getElementById('submit-button');
+  var statusBox = document.getElementById('js-status');
+  var progressBar = document.getElementById('upload-progress');
+  var receipt = document.getElementById('receipt');
+  var receiptPassphrase = document.getElementById('receipt-passphrase');
+
+  var UNIT_KEY_URL = '/api/v1/unit-key';
+  var REPORTS_URL = '/api/v1/reports';
+
+  root.dataset.whistleJs = 'loading';
+
+  // Start loading libsodium at once; a submit before it is ready simply waits for it.
+  var sodiumReady = (async function () {
+    var s = window.sodium;
+    if (!s || !s.ready || !window.whistleCrypto) {
+      throw new Error('libsodium or whistle-crypto.js did not load');
+    }
+    await s.ready;
+    return s;
+  })();
+  sodiumReady.then(function () {
+    root.dataset.whistleJs = 'ready';
+  }, function (err) {
+    root.dataset.whistleJs = 'error';
+    showError(msg('error'), null);
+    logError(err);
+  });
+
+  function msg(name) {
+    // data-msg-key-mismatch -> dataset.msgKeyMismatch
+    var prop = 'msg' + name.replace(/(^|-)([a-z])/g, function (m, dash, c) { return c.toUpperCase(); });
+    return (statusBox && statusBox.dataset[prop]) || '';
+  }
+
+  function showStatus(text, state) {
+    if (!statusBox) {
+      return;
+    }
+    // Unhide before changing the text so that screen readers announce the live region.
+    statusBox.hidden = false;
+    statusBox.textContent = text;
+    statusBox.dataset.state = state;
+  }
+
+  function showError(text, detail) {
+    showStatus(detail ? text + ' ' + detail : text, 'error');
+    setProgress(null);
+  }
+
+  // null hides the bar; a number 0-100 shows it.
+  function setProgress(percent) {
+    if (!progressBar) {
+      return;
+    }
+    if (percent === null) {
+      progressBar.hidden = true;
+      progressBar.value = 0;
+      return;
+    }
+    progressBar.hidden = false;
+    progressBar.value = Math.max(0, Math.min(100, Math.floor(percent)));
+  }
+
+  function logError(err) {
+    if (window.console && console.error) {
+      console.error('whistle:', err);
+    }
+  }
+
+  function normaliseSpace(text) {
+    return (text || '').replace(/\s+/g, ' ').trim();
+  }
+
+  function csrfToken() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute('content') || '' : '';
+  }
+
+  // Thrown to stop a submission after its message has been shown.
+  function Stop() {}
+
+  async function fetchUnitKey(sodium) {
+    var response = await fetch(UNIT_KEY_URL, {
+      method: 'GET',
+      credentials: 'same-origin',
+      cache: 'no-store',
+      headers: { Accept: 'application/json' }
+    });
+    if (!response.ok) {
+      throw new Error('unit key request failed: HTTP ' + response.status);
+    }
+    var data = await response.json();
+    if (!data || typeof data.public_key !== 'string' || typeof data.fingerprint !== 'string') {
+      throw new Error('unit key response is malformed');
+    }
+    var publicKey = sodium.from_base64(data.public_key, sodium.base64_variants.ORIGINAL);
+    var computed = window.whistleCrypto.fingerprint(publicKey);
+    var shown = document.getElementById('unit-fingerprint');
+    // The key is only trusted if it is the one the page told the source about, and the one the
+    // server says it is: a swapped key would otherwise go unnoticed until the unit cannot decrypt.
+    if (!shown || computed !== normaliseSpace(data.fingerprint) ||
+        computed !== normaliseSpace(shown.textContent)) {
+      showError(msg('key-mismatch'), null);
+      throw new Stop();
+    }
+    return publicKey;
+  }
+
+  async function encryptAttachments(files) {
+    var wc = window.whistleCrypto;
+    var total = files.reduce(function (sum, f) { return sum + f.size; }, 0);
+    var before = 0;
+    var entries = [];
+    var blobs = [];
+    for (var i = 0; i < files.length; i++) {
+      var file = files[i];
+      var key = wc.newAttachmentKey();
+      blobs.push(await wc.encryptFile(file, key, function (done) {
+        setProgress(total ? ((before + done) * 100) / total : 100);
+      }));
+      before += file.size;
+      entries.push({ name: file.name, type: file.type || '', size: file.size, key: key });
+    }
+    return { entries: entries, blobs: blobs };
+  }
+
+  function upload(sealed, blobs) {
+    var data = new FormData();
+    // Part order is part of the protocol: the report, then the attachments in envelope order.
+    data.append('report', new Blob([sealed], { type: 'application/octet-stream' }), 'report.bin');
+    for (var i = 0; i < blobs.length; i++) {
+      data.append('attachment', blobs[i], 'attachment.bin');
+    }
+    data.append('lang', root.lang || '');
+
+    return new Promise(function (resolve, reject) {
+      // XMLHttpRequest rather than fetch: only it reports upload progress.
+      var xhr = new XMLHttpRequest();
+      xhr.open('POST', REPORTS_URL, true);
+      xhr.setRequestHeader('X-CSRFToken', csrfToken());
+      xhr.setRequestHeader('Accept', 'application/json');
+      xhr.responseType = 'text';
+      xhr.upload.onprogress = function (ev) {
+        if (ev.lengthComputable && ev.total > 0) {
+          setProgress((ev.loaded * 100) / ev.total);
+        }
+      };
+      xhr.onload = function () {
+        var body = null;
+        try {
+          body = JSON.parse(xhr.responseText);
+        } catch (e) {
+          body = null; // a proxy's HTML error page, for instance
+        }
+        resolve({ status: xhr.status, body: body });
+      };
+      xhr.onerror = function () { reject(new Error('network error during upload')); };
+      xhr.onabort = function () { reject(new Error('upload aborted')); };
+      xhr.ontimeout = function () { reject(new Error('upload timed out')); };
+      xhr.send(data);
+    });
+  }
+
+  function showReceipt(passphrase) {
+    receiptPassphrase.textContent = passphrase;
+    form.hidden = true;
+    setProgress(null);
+    if (statusBox) {
+      statusBox.hidden = true;
+      statusBox.textContent = '';
+      statusBox.dataset.state = 'done';
+    }
+    receipt.hidden = false;
+    if (!receipt.hasAttribute('tabindex')) {
+      receipt.setAttribute('tabindex', '-1');
+    }
+    receipt.focus();
+  }
+
+  async function submitEncrypted() {
+    showStatus(msg('encrypting'), 'busy');
+    setProgress(0);
+    var sodium = await sodiumReady;
+    var wc = window.whistleCrypto;
+    var publicKey = await fetchUnitKey(sodium);
+
+    var fields = form.elements;
+    var category = fields.namedItem('category') ? fields.namedItem('category').value : '';
+    var body = fields.namedItem('body') ? fields.namedItem('body').value : '';
+    var fileInput = fields.namedItem('attachments');
+    // A snapshot, so that changing the selection mid-way cannot desynchronise envelope and parts.
+    var files = fileInput && fileInput.files ? Array.prototype.slice.call(fileInput.files) : [];
+
+    var encrypted = await encryptAttachments(files);
+    var envelope = wc.buildEnvelope({
+      kind: 'report',
+      category: category,
+      body: body,
+      attachments: encrypted.entries
+    });
+    var sealed = wc.sealEnvelope(envelope, publicKey);
+    // The keys now live only inside the sealed envelope.
+    sodium.memzero(envelope);
+    encrypted.entries.forEach(function (entry) { sodium.memzero(entry.key); });
+
+    showStatus(msg('uploading'), 'busy');
+    setProgress(0);
+    var result = await upload(sealed, encrypted.blobs);
+    var serverMessage = result.body && typeof result.body.message === 'string' ? result.body.message : null;
+    if (result.status >= 200 && result.status < 300 && result.body &&
+        typeof result.body.passphrase === 'string' && result.body.passphrase) {
+      showReceipt(result.body.passphrase);
+      return true;
+    }
+    if (result.status === 413) {
+      showError(msg('too-large'), null);
+    } else {
+      showError(msg('error'), serverMessage);
+    }
+    return false;
+  }
+
+  var busy = false;
+  form.addEventListener('submit', function (ev) {
+    ev.preventDefault();
+    if (busy) {
+      return;
+    }
+    busy = true;
+    if (button) {
+      button.disabled = true;
+    }
+    submitEncrypted().then(function (done) {
+      busy = false;
+      if (button && !done) {
+        button.disabled = false;
+      }
+    }, function (err) {
+      busy = false;
+      if (button) {
+        button.disabled = false;
+      }
+      if (!(err instanceof Stop)) {
+        showError(msg('error'), null);
+        logError(err);
+      }
+    });
+  });
+})();

@@ -1,0 +1,96 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Storing a new report: one transaction holding the report, its envelope and attachments."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Protocol
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .crypto import random_id
+from .models import Attachment, Item, Report
+from .passphrase import Argon2Params, DerivationGate, SourceKeys, generate
+from .storage import write_blob
+
+
+class ChunkSource(Protocol):
+    def iter_chunks(self) -> Iterator[bytes]: ...
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the source is shown once: the passphrase. Never stored."""
+
+    report_id: str
+    passphrase: str
+
+
+def today() -> dt.date:
+    """The current date in UTC: the only time whistle records, at day granularity."""
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
+def new_passphrase(gate: DerivationGate, params: Argon2Params, lang: str) -> tuple[str, SourceKeys]:
+    """Generate a passphrase and derive its keys (under the gate: argon2 holds much memory)."""
+    phrase = generate(lang)
+    return phrase, gate.derive(phrase, params)
+
+
+def store_report(
+    sessions: sessionmaker[Session],
+    *,
+    keys: SourceKeys,
+    sealed_envelope: bytes,
+    attachments: Iterable[ChunkSource],
+    sealed_by: str,
+) -> str:
+    """Write the report, its sealed envelope and attachment streams in one transaction.
+
+    Either everything is committed or nothing is: a crash or error midway leaves no row.
+    Raises :class:`sqlalchemy.exc.IntegrityError` if the login hash already exists.
+    """
+    day = today()
+    with sessions.begin() as session:
+        report = Report(
+            id=random_id(),
+            received_on=day,
+            status="received",
+            sealed_by=sealed_by,
+            login_hash=keys.login_hash,
+            source_public_key=keys.public_key_bytes,
+        )
+        session.add(report)
+        add_item(session, report.id, seq=1, kind="report", sealed_envelope=sealed_envelope,
+                 attachments=attachments, sealed_by=sealed_by)
+        return report.id
+
+
+def add_item(
+    session: Session,
+    report_id: str,
+    *,
+    seq: int,
+    kind: str,
+    sealed_envelope: bytes,
+    attachments: Iterable[ChunkSource],
+    sealed_by: str,
+) -> Item:
+    """Add one item (report, message or reply) with its blobs to an open transaction."""
+    envelope_blob = write_blob(session, [sealed_envelope])
+    item = Item(id=random_id(), report_id=report_id, seq=seq, kind=kind, created_on=today(),
+                sealed_by=sealed_by, exported=False, envelope_blob_id=envelope_blob.id)
+    session.add(item)
+    session.flush()
+    for index, source in enumerate(attachments):
+        blob = write_blob(session, source.iter_chunks())
+        session.add(Attachment(id=random_id(), item_id=item.id, seq=index, blob_id=blob.id))
+        session.flush()
+    return item
+
+
+def is_duplicate_login(exc: IntegrityError) -> bool:
+    """Whether an IntegrityError came from the unique login hash (a 1-in-2^91 event)."""
+    return "login_hash" in str(exc.orig)

@@ -1,0 +1,113 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Upload handling: where Werkzeug puts the bytes of each uploaded file part.
+
+Werkzeug spools uploads over 500 KB to a named temporary file by default. On the JavaScript-off
+path those bytes are plaintext, so this module replaces the stream factory: a file part posted to
+the form is encrypted (secretstream, fresh key) the moment its bytes arrive and only ciphertext
+reaches an anonymous spool file. Parts posted to the API are already ciphertext and are spooled as
+they come. Every other endpoint gets a small in-memory buffer and nothing on disk.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+from flask import Request, current_app
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from .crypto import StreamEncryptor, new_stream_key
+from .storage import SpoolFile
+
+# Endpoints whose file parts arrive as plaintext and must be sealed in memory.
+PLAINTEXT_UPLOAD_ENDPOINTS = frozenset({"source.submit"})
+# Endpoints whose file parts arrive already encrypted in the browser.
+CIPHERTEXT_UPLOAD_ENDPOINTS = frozenset({"source.api_submit"})
+_SMALL_LIMIT = 64 * 1024
+
+
+class CiphertextSpool(io.RawIOBase):
+    """A file part that is already ciphertext: written straight to an anonymous spool file."""
+
+    def __init__(self, spool_dir: Path) -> None:
+        super().__init__()
+        self._spool = SpoolFile(spool_dir)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return self._spool.write(bytes(data))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        # Werkzeug rewinds each part when it ends; reading happens through iter_chunks().
+        return 0
+
+    @property
+    def size(self) -> int:
+        return self._spool.size
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        return self._spool.iter_chunks()
+
+    def close(self) -> None:
+        self._spool.close()
+        super().close()
+
+
+class EncryptingSpool(CiphertextSpool):
+    """A plaintext file part: encrypted chunk by chunk as it arrives; plaintext never hits disk."""
+
+    def __init__(self, spool_dir: Path) -> None:
+        super().__init__(spool_dir)
+        self.key = new_stream_key()
+        self._enc = StreamEncryptor(self.key)
+        self._spool.write(self._enc.header)
+        self._finished = False
+
+    def write(self, data: Any) -> int:
+        self._spool.write(self._enc.update(bytes(data)))
+        return len(data)
+
+    def finish(self) -> None:
+        """Write the FINAL chunk. Called once the whole part has been received."""
+        if not self._finished:
+            self._spool.write(self._enc.finish())
+            self._finished = True
+
+    @property
+    def plaintext_size(self) -> int:
+        return self._enc.plaintext_size
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        self.finish()
+        return self._spool.iter_chunks()
+
+
+class SmallMemoryBuffer(io.BytesIO):
+    """For file parts sent where none are expected: memory only, refused past 64 KiB."""
+
+    def write(self, data: Any) -> int:
+        if self.tell() + len(data) > _SMALL_LIMIT:
+            raise RequestEntityTooLarge()
+        return super().write(data)
+
+
+class WhistleRequest(Request):
+    """Flask's request with the upload stream factory described in the module docstring."""
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        endpoint = self.url_rule.endpoint if self.url_rule is not None else None
+        spool_dir = current_app.extensions["whistle"].config.spool_dir
+        if endpoint in PLAINTEXT_UPLOAD_ENDPOINTS:
+            return EncryptingSpool(spool_dir)  # type: ignore[return-value]
+        if endpoint in CIPHERTEXT_UPLOAD_ENDPOINTS:
+            return CiphertextSpool(spool_dir)  # type: ignore[return-value]
+        return SmallMemoryBuffer()

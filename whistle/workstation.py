@@ -1,0 +1,182 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Offline workstation: decrypt a bundle into one folder per report.
+
+Imports no Flask and needs no database. Nothing half-written: everything is decrypted into a
+staging folder inside ``out`` and moved into place only when the whole bundle decrypted cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .bundle import BundleReader, BundleReport
+from .crypto import CryptoError, UnitSecretKey, decrypt_stream, open_envelope
+from .storage import atomic_write, safe_join
+
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+_MAX_NAME = 120
+
+Progress = Callable[[int, int], None]
+
+
+class DecryptError(Exception):
+    """Decrypting a bundle failed; nothing was written to the output folder."""
+
+
+@dataclass(frozen=True)
+class DecryptSummary:
+    """What a decryption produced."""
+
+    report_dirs: list[Path]
+    items: int
+    attachments: int
+
+
+def safe_filename(name: str, fallback: str = "attachment") -> str:
+    """A file name safe on any OS: no path parts, no control characters, no hidden or reserved
+    names, at most 120 characters, extension kept."""
+    name = unicodedata.normalize("NFC", name)
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(
+        "_" if (unicodedata.category(c)[0] == "C" or c in '<>:"|?*') else c for c in name
+    ).strip().strip(".").strip()
+    if not cleaned:
+        cleaned = fallback
+    stem, dot, ext = cleaned.rpartition(".")
+    if not dot:
+        stem, ext = cleaned, ""
+    if stem.lower() in _RESERVED:
+        stem = f"_{stem}"
+    ext = ext[:16]
+    room = _MAX_NAME - (len(ext) + 1 if ext else 0)
+    stem = stem[:room] or fallback
+    return f"{stem}.{ext}" if ext else stem
+
+
+def _unique(directory: Path, name: str) -> Path:
+    candidate = safe_join(directory, name)
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    n = 2
+    while candidate.exists():
+        candidate = safe_join(directory, f"{stem} ({n}){'.' + ext if ext else ''}")
+        n += 1
+    return candidate
+
+
+def decrypt_bundle(
+    bundle_path: Path,
+    secret_key: UnitSecretKey,
+    out_dir: Path,
+    *,
+    categories: dict[str, str] | None = None,
+    progress: Progress | None = None,
+) -> DecryptSummary:
+    """Decrypt every report and message of a bundle into ``out_dir/<report id>/``.
+
+    Raises :class:`DecryptError` (wrapping the cause) and leaves ``out_dir`` as it was.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    staging = Path(tempfile.mkdtemp(prefix=".whistle-staging-", dir=out_dir))
+    try:
+        with BundleReader(bundle_path) as bundle:
+            total = sum(bundle.size(i.envelope) + sum(bundle.size(a) for a in i.attachments)
+                        for _, i in bundle.iter_items())
+            done = [0]
+
+            def advance(n: int) -> None:
+                done[0] += n
+                if progress is not None:
+                    progress(done[0], total)
+
+            items = attachments = 0
+            for report in bundle.reports:
+                n_items, n_atts = _decrypt_report(bundle, report, secret_key, staging,
+                                                  categories or {}, advance)
+                items += n_items
+                attachments += n_atts
+        dirs = [_move_into_place(staging / r.id, out_dir / r.id) for r in bundle.reports
+                if (staging / r.id).exists()]
+        return DecryptSummary(report_dirs=dirs, items=items, attachments=attachments)
+    except DecryptError:
+        raise
+    except (CryptoError, OSError, ValueError) as exc:
+        raise DecryptError(str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - BundleError and anything else: one clear error
+        raise DecryptError(str(exc) or type(exc).__name__) from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _decrypt_report(
+    bundle: BundleReader,
+    report: BundleReport,
+    key: UnitSecretKey,
+    staging: Path,
+    categories: dict[str, str],
+    advance: Callable[[int], None],
+) -> tuple[int, int]:
+    folder = safe_join(staging, report.id)
+    folder.mkdir(mode=0o700)
+    n_atts = 0
+    n_items = 0
+    for item in report.items:
+        if item.kind == "reply":
+            continue  # sealed to the source, not to us
+        sealed = bundle.read_small(item.envelope)
+        advance(len(sealed))
+        envelope = open_envelope(sealed, key)
+        if envelope.kind != item.kind:
+            raise DecryptError(f"item {item.id}: envelope says {envelope.kind!r}, manifest {item.kind!r}")
+        if len(envelope.attachments) != len(item.attachments):
+            raise DecryptError(f"item {item.id}: envelope lists {len(envelope.attachments)} "
+                               f"attachments, bundle holds {len(item.attachments)}")
+        saved: list[str] = []
+        att_dir = folder / "attachments"
+        for ref, member in zip(envelope.attachments, item.attachments):
+            att_dir.mkdir(exist_ok=True, mode=0o700)
+            target = _unique(att_dir, safe_filename(ref.name))
+            with bundle.open(member) as src, target.open("xb") as dst:
+                decrypt_stream(src, dst, ref.key, expected_size=ref.size, progress=advance)
+            saved.append(target.name)
+            n_atts += 1
+        name = "report.txt" if item.kind == "report" else f"message-{item.seq:03d}.txt"
+        text = _render(report, item.kind, item.seq, item.created_on, envelope.category,
+                       categories.get(envelope.category, ""), envelope.body, saved)
+        atomic_write(_unique(folder, name), text.encode("utf-8"))
+        n_items += 1
+    return n_items, n_atts
+
+
+def _render(report: BundleReport, kind: str, seq: int, day: str, category: str, label: str,
+            body: str, saved: list[str]) -> str:
+    lines = [f"Report {report.id}" if kind == "report" else f"Message {seq} on report {report.id}",
+             f"Date: {day}"]
+    if kind == "report":
+        lines.append(f"Category: {category}" + (f" ({label})" if label else ""))
+        lines.append(f"Encrypted in: {'the browser' if report.sealed_by == 'browser' else 'server memory (JavaScript off)'}")
+    if saved:
+        lines.append("Attachments: " + ", ".join(f"attachments/{n}" for n in saved))
+    return "\n".join(lines) + "\n\n" + body + ("\n" if not body.endswith("\n") else "")
+
+
+def _move_into_place(src: Path, dst: Path) -> Path:
+    """Move a decrypted report folder into ``out``, merging into one decrypted earlier."""
+    if not dst.exists():
+        os.replace(src, dst)
+        return dst
+    for path in sorted(src.rglob("*")):
+        if path.is_dir():
+            continue
+        rel = path.relative_to(src)
+        target_dir = dst / rel.parent
+        target_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.replace(path, _unique(target_dir, rel.name))
+    return dst
