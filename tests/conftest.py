@@ -93,3 +93,67 @@ def csrf_token(client: FlaskClient, path: str = "/submit") -> str:
     match = re.search(r'<meta name="csrf-token" content="([^"]+)"', html)
     assert match, "page carries no csrf-token meta tag"
     return match.group(1)
+
+
+@dataclass
+class LiveServer:
+    """A real whistle server process on loopback, with its data, temp and log files."""
+
+    url: str
+    data_dir: Path
+    tmp_dir: Path
+    log_files: list[Path]
+    app_config: Config
+
+    def written_files(self) -> list[Path]:
+        """Every file the server could have written: data folder, its temp folder, its logs."""
+        found = [p for root in (self.data_dir, self.tmp_dir) for p in root.rglob("*") if p.is_file()]
+        return found + [p for p in self.log_files if p.exists()]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def live_server(environ: dict[str, str], config: Config, tmp_path: Path) -> Iterator[LiveServer]:
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    tmp_dir = tmp_path / "server-tmp"
+    tmp_dir.mkdir()
+    logs = [tmp_path / "server.out", tmp_path / "server.err"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHISTLE_")}
+    env.update(environ, TMPDIR=str(tmp_dir), PYTHONUNBUFFERED="1")
+    with logs[0].open("wb") as out, logs[1].open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "whistle.cli", "run", "--port", str(port)],
+            env=env, stdout=out, stderr=err, cwd=tmp_path,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/api/v1/unit-key", timeout=2):  # noqa: S310
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("server did not start: " + logs[1].read_text()) from None
+                time.sleep(0.1)
+        yield LiveServer(url=url, data_dir=config.data_dir, tmp_dir=tmp_dir, log_files=logs,
+                         app_config=config)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -13,12 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+
+def N_(s: str) -> str:  # noqa: N802  (the conventional gettext "no-op" marker name)
+    """Return ``s`` unchanged: this only marks a string for extraction (``pybabel extract -k N_``).
+
+    The default category labels are translated at request time in :mod:`whistle.i18n`.
+    """
+    return s
+
+
 DEFAULT_CATEGORIES: tuple[tuple[str, str], ...] = (
-    ("poor_service", "Poor service"),
-    ("medication", "Medication not delivered"),
-    ("irregularities", "Irregularities"),
-    ("corruption", "Corruption"),
-    ("other", "Other"),
+    ("poor_service", N_("Poor service")),
+    ("medication", N_("Medication not delivered")),
+    ("irregularities", N_("Irregularities")),
+    ("corruption", N_("Corruption")),
+    ("other", N_("Other")),
 )
 LANGUAGES = ("es", "en")
 _CODE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")

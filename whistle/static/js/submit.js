@@ -2,11 +2,12 @@
 //
 // Encrypts a report in the browser before anything leaves it (docs/protocol.md, sections 2, 3, 5).
 //
-// Loaded with `defer` after vendor/libsodium/libsodium.js, vendor/libsodium/libsodium-wrappers.js
-// and js/whistle-crypto.js. Without JavaScript the form posts to the server, which seals it; with
-// JavaScript this script takes the form over completely. Once it runs it never lets the form fall
-// through to a plaintext post, even when libsodium is missing or the unit key does not check out:
-// a source who chose the encrypted path must not be silently downgraded.
+// Loaded with `defer` after vendor/libsodium/libsodium.js, js/libsodium-ready.js,
+// vendor/libsodium/libsodium-wrappers.js and js/whistle-crypto.js, in that order. Without
+// JavaScript the form posts to the server, which seals it; with JavaScript this script takes the
+// form over completely. Once it runs it never lets the form fall through to a plaintext post, even
+// when libsodium is missing or the unit key does not check out: a source who chose the encrypted
+// path must not be silently downgraded.
 (function () {
   'use strict';
 
@@ -45,7 +46,9 @@
 
   function msg(name) {
     // data-msg-key-mismatch -> dataset.msgKeyMismatch
-    var prop = 'msg' + name.replace(/(^|-)([a-z])/g, function (m, dash, c) { return c.toUpperCase(); });
+    var prop = 'msg' + name.replace(/(^|-)([a-z])/g, function (m, dash, c) {
+      return c.toUpperCase();
+    });
     return (statusBox && statusBox.dataset[prop]) || '';
   }
 
@@ -223,7 +226,8 @@
     showStatus(msg('uploading'), 'busy');
     setProgress(0);
     var result = await upload(sealed, encrypted.blobs);
-    var serverMessage = result.body && typeof result.body.message === 'string' ? result.body.message : null;
+    var serverMessage = result.body && typeof result.body.message === 'string'
+      ? result.body.message : null;
     if (result.status >= 200 && result.status < 300 && result.body &&
         typeof result.body.passphrase === 'string' && result.body.passphrase) {
       showReceipt(result.body.passphrase);

@@ -75,7 +75,8 @@
 
   function fingerprint(publicKeyBytes) {
     requireBytes(publicKeyBytes, PUBLIC_KEY_BYTES, 'public key');
-    var hex = getSodium().to_hex(getSodium().crypto_generichash(FINGERPRINT_BYTES, publicKeyBytes, null));
+    var s = getSodium();
+    var hex = s.to_hex(s.crypto_generichash(FINGERPRINT_BYTES, publicKeyBytes, null));
     return hex.toUpperCase().match(/.{4}/g).join(' ');
   }
 
@@ -201,8 +202,9 @@
 
   function ciphertextSize(plaintextSize) {
     var s = getSodium();
-    return s.crypto_secretstream_xchacha20poly1305_HEADERBYTES +
-      plaintextSize + chunkRanges(plaintextSize).length * s.crypto_secretstream_xchacha20poly1305_ABYTES;
+    var chunks = chunkRanges(plaintextSize).length;
+    return s.crypto_secretstream_xchacha20poly1305_HEADERBYTES + plaintextSize +
+      chunks * s.crypto_secretstream_xchacha20poly1305_ABYTES;
   }
 
   function startStream(key) {

@@ -1,0 +1,100 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Test helpers: a Python client of the API, export and decrypt in one call."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from whistle.crypto import (
+    AttachmentRef,
+    Envelope,
+    UnitPublicKey,
+    encrypt_stream,
+    new_stream_key,
+    seal_envelope,
+)
+from whistle.export import export_bundle
+from whistle.workstation import decrypt_bundle
+
+from conftest import Workstation, csrf_token
+
+
+def api_payload(unit_key: UnitPublicKey, body: str, files: list[tuple[str, str, bytes]],
+                category: str = "corruption") -> dict[str, object]:
+    """What the page's script sends: a sealed envelope and encrypted attachment streams."""
+    refs, streams = [], []
+    for name, mime, data in files:
+        key = new_stream_key()
+        out = io.BytesIO()
+        encrypt_stream(io.BytesIO(data), out, key)
+        refs.append(AttachmentRef(name=name, type=mime, size=len(data), key=key))
+        streams.append((io.BytesIO(out.getvalue()), "attachment.bin", "application/octet-stream"))
+    sealed = seal_envelope(Envelope(kind="report", category=category, body=body,
+                                    attachments=tuple(refs)), unit_key)
+    return {"report": (io.BytesIO(sealed), "report.bin", "application/octet-stream"),
+            "attachment": streams}
+
+
+def post_api(client: FlaskClient, payload: dict[str, object], token: str | None = None):  # type: ignore[no-untyped-def]
+    token = token if token is not None else csrf_token(client)
+    return client.post("/api/v1/reports", data=payload, content_type="multipart/form-data",
+                       headers={"X-CSRFToken": token})
+
+
+def post_form(client: FlaskClient, body: str, files: list[tuple[str, str, bytes]],
+              category: str = "medication", **extra: object):  # type: ignore[no-untyped-def]
+    data: dict[str, object] = {"csrf_token": csrf_token(client), "category": category, "body": body,
+                               "attachments": [(io.BytesIO(d), n, m) for n, m, d in files]}
+    data.update(extra)
+    return client.post("/submit", data=data, content_type="multipart/form-data")
+
+
+def export_and_decrypt(app: Flask, ws: Workstation, tmp: Path, *, include_all: bool = False) -> Path:
+    """Run the server's export and the workstation's decrypt; return the output folder."""
+    state = app.extensions["whistle"]
+    bundle = tmp / "bundle.zip"
+    export_bundle(state.sessions, bundle, unit_fingerprint=state.unit_key.fingerprint(),
+                  include_all=include_all)
+    out = tmp / "decrypted"
+    decrypt_bundle(bundle, ws.secret_key, out)
+    return out
+
+
+def report_folders(out: Path) -> list[Path]:
+    return sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def multipart(fields: list[tuple[str, str | tuple[str, str, bytes]]]) -> tuple[bytes, str]:
+    """Encode multipart/form-data by hand (a browser's JavaScript-off form post)."""
+    import secrets
+
+    boundary = "----whistletest" + secrets.token_hex(8)
+    out = bytearray()
+    for name, value in fields:
+        out += f"--{boundary}\r\n".encode()
+        if isinstance(value, tuple):
+            filename, mime, data = value
+            out += (f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                    f"Content-Type: {mime}\r\n\r\n").encode()
+            out += data
+        else:
+            out += f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value.encode()
+        out += b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/form-data; boundary={boundary}"
+
+
+def find_needles(files: list[Path], needles: dict[str, bytes]) -> list[str]:
+    """Every (file, needle) pair where a needle's bytes occur in a file, in UTF-8 or UTF-16."""
+    hits = []
+    for path in files:
+        data = path.read_bytes()
+        for label, needle in needles.items():
+            variants = {needle, needle.decode("utf-8", "replace").encode("utf-16-le")}
+            if any(v in data for v in variants):
+                hits.append(f"{label} in {path}")
+    return hits

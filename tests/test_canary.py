@@ -1,0 +1,146 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Nothing sensitive at rest: plant unique canaries, then search every byte the server wrote.
+
+A real server process runs on loopback with its own temporary folder and log files; reports go in
+through the JavaScript-off form and through the API, with a User-Agent canary and an
+X-Forwarded-For address. Then neither the report text, the attachment content, the passphrases,
+the User-Agent nor the address may appear in the data folder (database, WAL, secrets), the
+server's temporary folder or its logs. The test also decrypts the export, so it fails if the
+canaries never made it in.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import re
+import secrets
+import urllib.request
+from pathlib import Path
+
+from whistle.export import export_bundle
+from whistle.db import make_engine, make_sessionmaker
+from whistle.workstation import decrypt_bundle
+
+from conftest import LiveServer, Workstation
+from helpers import api_payload, find_needles, multipart, report_folders
+
+
+class Browser:
+    """A cookie-keeping HTTP client that sends the canary User-Agent and a forwarded address."""
+
+    def __init__(self, base: str, user_agent: str, forwarded_for: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        self.headers = {"User-Agent": user_agent, "X-Forwarded-For": forwarded_for,
+                        "X-Real-IP": forwarded_for}
+
+    def request(self, path: str, data: bytes | None = None, headers: dict[str, str] | None = None
+                ) -> tuple[int, str]:
+        req = urllib.request.Request(self.base + path, data=data,  # noqa: S310 - loopback only
+                                     headers=self.headers | (headers or {}))
+        try:
+            with self.opener.open(req, timeout=30) as resp:
+                return resp.status, resp.read().decode("utf-8")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode("utf-8")
+
+
+def _token(html: str) -> str:
+    match = re.search(r'<meta name="csrf-token" content="([^"]+)"', html)
+    assert match
+    return match.group(1)
+
+
+def test_canary_nothing_sensitive_at_rest(live_server: LiveServer, workstation: Workstation,
+                                          tmp_path: Path) -> None:
+    tag = secrets.token_hex(6)
+    body_canary = f"CANARY-BODY-{tag}"
+    file_canary = f"CANARY-FILE-{tag}".encode()
+    name_canary = f"CANARY-NAME-{tag}.txt"
+    ua_canary = f"CANARY-UA-{tag}/1.0"
+    ip_canary = "203.0.113.77"
+    browser = Browser(live_server.url, ua_canary, ip_canary)
+
+    # JavaScript off: the form, sealed in server memory. The attachment is large enough that
+    # Werkzeug's default would have spooled it to a temporary file.
+    status, html = browser.request("/submit")
+    assert status == 200
+    attachment = file_canary * 40_000  # ~850 KB
+    data, ctype = multipart([("csrf_token", _token(html)), ("category", "corruption"),
+                             ("body", f"Informe por formulario {body_canary}"),
+                             ("attachments", (name_canary, "text/plain", attachment))])
+    status, html = browser.request("/submit", data, {"Content-Type": ctype})
+    assert status == 200, html
+    form_phrase = re.search(r'<code id="receipt-passphrase">([^<]+)</code>', html).group(1)  # type: ignore[union-attr]
+
+    # JavaScript on: the API, sealed by the client.
+    status, html = browser.request("/submit")
+    payload = api_payload(workstation.secret_key.public_key, f"Informe por API {body_canary}",
+                          [(name_canary, "text/plain", attachment)])
+    fields: list[tuple[str, str | tuple[str, str, bytes]]] = [
+        ("report", ("report.bin", "application/octet-stream", payload["report"][0].getvalue()))]  # type: ignore[index]
+    fields += [("attachment", ("attachment.bin", "application/octet-stream", f[0].getvalue()))
+               for f in payload["attachment"]]  # type: ignore[union-attr]
+    data, ctype = multipart(fields)
+    status, text = browser.request("/api/v1/reports", data,
+                                   {"Content-Type": ctype, "X-CSRFToken": _token(html)})
+    assert status == 201, text
+    api_phrase = re.search(r'"passphrase":\s*"([^"]+)"', text).group(1)  # type: ignore[union-attr]
+
+    needles = {
+        "report text": body_canary.encode(),
+        "attachment content": file_canary,
+        "attachment name": name_canary.encode(),
+        "User-Agent": ua_canary.encode(),
+        "forwarded address": ip_canary.encode(),
+        "form passphrase": form_phrase.encode(),
+        "API passphrase": api_phrase.encode(),
+    }
+    needles |= {f"passphrase word run {i}": " ".join(form_phrase.split()[i:i + 3]).encode()
+                for i in range(0, 5, 2)}
+    files = live_server.written_files()
+    assert any(p.name.endswith(".sqlite3") for p in files), "the server wrote no database?"
+    assert find_needles(files, needles) == []
+
+    # The canaries really went in: the unit can read both reports back.
+    engine = make_engine(live_server.app_config.database_url)
+    bundle = tmp_path / "bundle.zip"
+    export_bundle(make_sessionmaker(engine), bundle, unit_fingerprint="test")
+    engine.dispose()
+    out = tmp_path / "out"
+    decrypt_bundle(bundle, workstation.secret_key, out)
+    folders = report_folders(out)
+    assert len(folders) == 2
+    for folder in folders:
+        assert body_canary in (folder / "report.txt").read_text(encoding="utf-8")
+        assert (folder / "attachments" / name_canary).read_bytes() == attachment
+
+
+def test_canary_no_plaintext_through_temporary_files(client, app, workstation: Workstation,  # type: ignore[no-untyped-def]
+                                                      tmp_path: Path, monkeypatch) -> None:
+    """Anonymous temporary files (O_TMPFILE) leave nothing to scan afterwards, so every
+    temporary file is made a named, kept one in a watched folder while a form is posted."""
+    import tempfile
+
+    from helpers import post_form
+
+    watched = tmp_path / "watched-tmp"
+    watched.mkdir()
+
+    def named(*args, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs.pop("dir", None)
+        kwargs["delete"] = False
+        return tempfile.NamedTemporaryFile(*args, dir=watched, **kwargs)  # noqa: SIM115
+
+    def spooled(max_size=0, mode="w+b", *args, **kwargs):  # type: ignore[no-untyped-def]
+        return named(mode=mode)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", named)
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", spooled)
+    canary = f"CANARY-TMP-{secrets.token_hex(6)}".encode()
+    resp = post_form(client, "texto " + canary.decode(), [("a.txt", "text/plain", canary * 50_000)])
+    assert resp.status_code == 200
+    files = [p for p in watched.rglob("*") if p.is_file()]
+    assert files, "no temporary file was made at all: the watch is not working"
+    assert find_needles(files, {"attachment content": canary}) == []

@@ -1,0 +1,160 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""The ``whistle`` command: keygen, export, decrypt, and their failures (one line, exit 1)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from whistle import cli
+from whistle.crypto import UnitPublicKey, UnitSecretKey
+
+from conftest import FAST_MEM, FAST_OPS, KEY_PASSPHRASE, Workstation
+from helpers import post_form, report_folders
+
+
+@pytest.fixture
+def fast_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """keygen's argon2 cost (256 MiB) lowered for the test only."""
+    original = UnitSecretKey.to_encrypted_json
+
+    def cheap(self: UnitSecretKey, passphrase: str, **_: int) -> str:
+        return original(self, passphrase, opslimit=FAST_OPS, memlimit=FAST_MEM)
+
+    monkeypatch.setattr(UnitSecretKey, "to_encrypted_json", cheap)
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("WHISTLE_")} | (env or {})
+    return subprocess.run([sys.executable, "-m", "whistle.cli", *args], capture_output=True,
+                          text=True, env=full_env, cwd=cwd, timeout=120, check=False)
+
+
+def test_keygen_writes_public_and_encrypted_private_key(tmp_path: Path, fast_keys: None,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    pass_file = tmp_path / "pass"
+    pass_file.write_text("a long enough key passphrase\n")
+    assert cli.main(["keygen", "--dir", str(tmp_path / "ws"), "--passphrase-file", str(pass_file)]) == 0
+    pub = UnitPublicKey.load(tmp_path / "ws" / "unit.pub")
+    secret = UnitSecretKey.load_encrypted(tmp_path / "ws" / "unit.key", "a long enough key passphrase")
+    assert secret.public_key == pub
+    assert pub.fingerprint() in capsys.readouterr().out
+    assert "a long enough" not in (tmp_path / "ws" / "unit.key").read_text()
+    assert (tmp_path / "ws" / "unit.key").stat().st_mode & 0o077 == 0
+
+
+def test_keygen_refuses_to_overwrite_and_short_passphrase(tmp_path: Path, fast_keys: None,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("WHISTLE_KEY_PASSPHRASE", "short")
+    assert cli.main(["keygen", "--dir", str(tmp_path)]) == 1
+    assert "at least 12" in capsys.readouterr().err
+    monkeypatch.setenv("WHISTLE_KEY_PASSPHRASE", "a long enough key passphrase")
+    assert cli.main(["keygen", "--dir", str(tmp_path)]) == 0
+    before = (tmp_path / "unit.pub").read_text()
+    assert cli.main(["keygen", "--dir", str(tmp_path)]) == 1
+    assert "already holds" in capsys.readouterr().err
+    assert (tmp_path / "unit.pub").read_text() == before
+
+
+def test_export_then_decrypt_commands_recover_report(
+    client: FlaskClient, app: Flask, workstation: Workstation, environ: dict[str, str], tmp_path: Path
+) -> None:
+    data = os.urandom(100_000)
+    assert post_form(client, "Informe CLI ñ", [("doc.pdf", "application/pdf", data)]).status_code == 200
+    bundle = tmp_path / "b.zip"
+    result = run_cli(["export", "--out", str(bundle)], env=environ, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "exported 1 item(s) of 1 report(s)" in result.stdout
+
+    again = run_cli(["export", "--out", str(tmp_path / "b2.zip")], env=environ, cwd=tmp_path)
+    assert "exported 0 item(s)" in again.stdout, "already exported items came out again"
+    assert "exported 1 item(s)" in run_cli(["export", "--all", "--out", str(tmp_path / "b3.zip")],
+                                           env=environ, cwd=tmp_path).stdout
+
+    out = tmp_path / "out"
+    result = run_cli(["decrypt", str(bundle), "--key", str(workstation.key_file), "--out", str(out),
+                      "--passphrase-file", str(workstation.passphrase_file)])
+    assert result.returncode == 0, result.stderr
+    (folder,) = report_folders(out)
+    assert "Informe CLI ñ" in (folder / "report.txt").read_text(encoding="utf-8")
+    assert (folder / "attachments" / "doc.pdf").read_bytes() == data
+
+
+def test_decrypt_passphrase_from_environment(client: FlaskClient, app: Flask, workstation: Workstation,
+                                             environ: dict[str, str], tmp_path: Path) -> None:
+    post_form(client, "texto", [])
+    bundle = tmp_path / "b.zip"
+    assert run_cli(["export", "--out", str(bundle)], env=environ, cwd=tmp_path).returncode == 0
+    result = run_cli(["decrypt", str(bundle), "--key", str(workstation.key_file), "--out",
+                      str(tmp_path / "o")], env={"WHISTLE_KEY_PASSPHRASE": KEY_PASSPHRASE})
+    assert result.returncode == 0, result.stderr
+
+
+def _bundle(client: FlaskClient, environ: dict[str, str], tmp_path: Path) -> Path:
+    post_form(client, "texto", [("a.bin", "application/octet-stream", os.urandom(200_000))])
+    post_form(client, "otro", [])
+    bundle = tmp_path / "b.zip"
+    assert run_cli(["export", "--out", str(bundle)], env=environ, cwd=tmp_path).returncode == 0
+    return bundle
+
+
+def test_decrypt_wrong_passphrase_one_line_exit_1_nothing_written(
+    client: FlaskClient, app: Flask, workstation: Workstation, environ: dict[str, str], tmp_path: Path
+) -> None:
+    bundle = _bundle(client, environ, tmp_path)
+    out = tmp_path / "out"
+    result = run_cli(["decrypt", str(bundle), "--key", str(workstation.key_file), "--out", str(out)],
+                     env={"WHISTLE_KEY_PASSPHRASE": "not the passphrase"})
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "wrong passphrase" in result.stderr
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["flip-attachment", "truncate-zip", "wrong-key"])
+def test_decrypt_damaged_bundle_one_line_exit_1_no_partial_output(
+    client: FlaskClient, app: Flask, workstation: Workstation, environ: dict[str, str],
+    tmp_path: Path, damage: str
+) -> None:
+    bundle = _bundle(client, environ, tmp_path)
+    key_file = workstation.key_file
+    raw = bytearray(bundle.read_bytes())
+    if damage == "flip-attachment":
+        with zipfile.ZipFile(bundle) as zf:
+            info = next(i for i in zf.infolist() if "attachment-0" in i.filename)
+        raw[info.header_offset + 30 + len(info.filename) + 1000] ^= 0x01
+        bundle.write_bytes(bytes(raw))
+    elif damage == "truncate-zip":
+        bundle.write_bytes(bytes(raw[: len(raw) // 2]))
+    else:
+        key_file = tmp_path / "other.key"
+        key_file.write_text(UnitSecretKey.generate().to_encrypted_json(
+            KEY_PASSPHRASE, opslimit=FAST_OPS, memlimit=FAST_MEM))
+    out = tmp_path / "out"
+    result = run_cli(["decrypt", str(bundle), "--key", str(key_file), "--out", str(out),
+                      "--passphrase-file", str(workstation.passphrase_file)])
+    assert result.returncode == 1
+    assert result.stderr.startswith("whistle: ") and result.stderr.strip().count("\n") == 0
+    assert "Traceback" not in result.stderr
+    assert not out.exists() or list(out.iterdir()) == [], "partial output left behind"
+
+
+def test_offline_commands_import_no_flask(workstation: Workstation, tmp_path: Path) -> None:
+    code = ("import sys; from whistle import cli; "
+            "rc = cli.main(['fingerprint', '--key', sys.argv[1]]); "
+            "import whistle.workstation, whistle.bundle, whistle.crypto; "
+            "assert 'flask' not in sys.modules, 'flask imported'; sys.exit(rc)")
+    pub = tmp_path / "unit.pub"
+    pub.write_text(workstation.secret_key.public_key.to_file_text())
+    result = subprocess.run([sys.executable, "-c", code, str(pub)], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == workstation.secret_key.public_key.fingerprint()
