@@ -8,9 +8,9 @@ the defaults in whistle.instance and whistle.crypto.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import nacl.pwhash
 import pytest

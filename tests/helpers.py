@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from conftest import Workstation, csrf_token
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -19,8 +20,6 @@ from whistle.crypto import (
 )
 from whistle.export import export_bundle
 from whistle.workstation import decrypt_bundle
-
-from conftest import Workstation, csrf_token
 
 
 def api_payload(unit_key: UnitPublicKey, body: str, files: list[tuple[str, str, bytes]],

@@ -17,12 +17,12 @@ import secrets
 import urllib.request
 from pathlib import Path
 
-from whistle.export import export_bundle
-from whistle.db import make_engine, make_sessionmaker
-from whistle.workstation import decrypt_bundle
-
 from conftest import LiveServer, Workstation
 from helpers import api_payload, find_needles, multipart, report_folders
+
+from whistle.db import make_engine, make_sessionmaker
+from whistle.export import export_bundle
+from whistle.workstation import decrypt_bundle
 
 
 class Browser:

@@ -10,14 +10,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import FAST_MEM, FAST_OPS, KEY_PASSPHRASE, Workstation
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import post_form, report_folders
 
 from whistle import cli
 from whistle.crypto import UnitPublicKey, UnitSecretKey
-
-from conftest import FAST_MEM, FAST_OPS, KEY_PASSPHRASE, Workstation
-from helpers import post_form, report_folders
 
 
 @pytest.fixture

@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import Workstation
 
 from whistle import create_app
 from whistle.config import load_config
 from whistle.instance import InstanceError, InstanceSecrets, init_instance
-
-from conftest import Workstation
 
 
 def start(environ: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

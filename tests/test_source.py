@@ -9,8 +9,10 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import Workstation, csrf_token
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import api_payload, export_and_decrypt, post_api, post_form, report_folders
 from sqlalchemy import func, select
 
 from whistle import create_app
@@ -19,9 +21,6 @@ from whistle.crypto import open_envelope
 from whistle.instance import load_or_create_secrets
 from whistle.models import Attachment, Blob, BlobChunk, Item, Report
 from whistle.passphrase import normalise, wordlist
-
-from conftest import Workstation, csrf_token
-from helpers import api_payload, export_and_decrypt, post_api, post_form, report_folders
 
 PASSPHRASE_RE = re.compile(r'<code id="receipt-passphrase">([^<]+)</code>')
 

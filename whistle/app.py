@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
+from flask.typing import ResponseReturnValue
 from flask_babel import Babel
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import Engine
@@ -107,7 +108,7 @@ def _wants_json() -> bool:
 
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(CSRFError)
-    def csrf_error(exc: CSRFError) -> tuple[object, int]:
+    def csrf_error(exc: CSRFError) -> ResponseReturnValue:
         from flask_babel import gettext as _
 
         message = _("Your session expired or the form was sent twice. Please reload the page.")
@@ -116,7 +117,7 @@ def _register_errors(app: Flask) -> None:
         return render_template("error.html", code=400, message=message), 400
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> tuple[object, int]:
+    def http_error(exc: HTTPException) -> ResponseReturnValue:
         from flask_babel import gettext as _
 
         code = exc.code or 500
@@ -134,7 +135,7 @@ def _register_errors(app: Flask) -> None:
         return render_template("error.html", code=code, message=message), code
 
     @app.errorhandler(Exception)
-    def internal_error(exc: Exception) -> tuple[object, int]:
+    def internal_error(exc: Exception) -> ResponseReturnValue:
         from flask_babel import gettext as _
 
         # Log the exception type only: messages can quote request data.

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO
 
 from .storage import atomic_open
 

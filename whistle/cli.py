@@ -12,8 +12,8 @@ import argparse
 import getpass
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .bundle import BundleError
 from .config import Config, ConfigError, load_config
@@ -21,7 +21,7 @@ from .crypto import CryptoError, UnitPublicKey, UnitSecretKey, WrongPassphraseEr
 from .instance import InstanceError
 from .storage import StorageError
 
-PASSPHRASE_ENV = "WHISTLE_KEY_PASSPHRASE"
+PASSPHRASE_ENV = "WHISTLE_KEY_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
 DEMO_DIR = Path("demo-workstation")
 
 
@@ -128,7 +128,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .db import make_engine, make_sessionmaker
+    from .db import make_sessionmaker
     from .export import export_bundle
     from .instance import check_key_folder, init_instance
 

@@ -9,12 +9,12 @@ start rather than guess.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 
-def N_(s: str) -> str:  # noqa: N802  (the conventional gettext "no-op" marker name)
+def N_(s: str) -> str:
     """Return ``s`` unchanged: this only marks a string for extraction (``pybabel extract -k N_``).
 
     The default category labels are translated at request time in :mod:`whistle.i18n`.

@@ -14,9 +14,10 @@ import binascii
 import json
 import os
 import unicodedata
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import IO
 
 import nacl.exceptions
 import nacl.hash
@@ -60,7 +61,7 @@ STREAM_KEY_BYTES = _sodium.crypto_secretstream_xchacha20poly1305_KEYBYTES  # 32
 CIPHER_CHUNK_SIZE = CHUNK_SIZE + STREAM_ABYTES
 TAG_MESSAGE = _sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
 TAG_FINAL = _sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
-SECRET_KEY_FORMAT = "whistle-unit-secret-key"
+SECRET_KEY_FORMAT = "whistle-unit-secret-key"  # noqa: S105 - a format tag, not a secret
 KINDS = ("report", "message", "reply")
 
 
@@ -439,7 +440,7 @@ class StreamEncryptor:
         return _sodium.crypto_secretstream_xchacha20poly1305_push(self._state, chunk, None, TAG_FINAL)
 
 
-def encrypt_stream(src: BinaryIO, dst: BinaryIO, key: bytes) -> int:
+def encrypt_stream(src: IO[bytes], dst: IO[bytes], key: bytes) -> int:
     """Encrypt ``src`` into ``dst`` chunk by chunk; return the plaintext size."""
     enc = StreamEncryptor(key)
     dst.write(enc.header)
@@ -494,7 +495,7 @@ def iter_decrypt(chunks: Iterable[bytes], key: bytes) -> Iterator[bytes]:
     yield plain
 
 
-def _pull(state: object, chunk: bytes) -> tuple[bytes, int]:
+def _pull(state: _sodium.crypto_secretstream_xchacha20poly1305_state, chunk: bytes) -> tuple[bytes, int]:
     try:
         plain, tag = _sodium.crypto_secretstream_xchacha20poly1305_pull(state, chunk, None)
     except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
@@ -503,8 +504,8 @@ def _pull(state: object, chunk: bytes) -> tuple[bytes, int]:
 
 
 def decrypt_stream(
-    src: BinaryIO,
-    dst: BinaryIO,
+    src: IO[bytes],
+    dst: IO[bytes],
     key: bytes,
     expected_size: int | None = None,
     progress: Callable[[int], None] | None = None,

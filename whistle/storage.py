@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, BinaryIO, Iterable, Iterator
+from typing import IO, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Protocol
+from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,7 +31,7 @@ class Receipt:
 
 def today() -> dt.date:
     """The current date in UTC: the only time whistle records, at day granularity."""
-    return dt.datetime.now(dt.timezone.utc).date()
+    return dt.datetime.now(dt.UTC).date()
 
 
 def new_passphrase(gate: DerivationGate, params: Argon2Params, lang: str) -> tuple[str, SourceKeys]:

@@ -11,8 +11,9 @@ they come. Every other endpoint gets a small in-memory buffer and nothing on dis
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from flask import Request, current_app
 from werkzeug.exceptions import RequestEntityTooLarge

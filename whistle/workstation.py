@@ -11,9 +11,9 @@ import os
 import shutil
 import tempfile
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .bundle import BundleReader, BundleReport
 from .crypto import CryptoError, UnitSecretKey, decrypt_stream, open_envelope
@@ -140,7 +140,7 @@ def _decrypt_report(
                                f"attachments, bundle holds {len(item.attachments)}")
         saved: list[str] = []
         att_dir = folder / "attachments"
-        for ref, member in zip(envelope.attachments, item.attachments):
+        for ref, member in zip(envelope.attachments, item.attachments, strict=True):
             att_dir.mkdir(exist_ok=True, mode=0o700)
             target = _unique(att_dir, safe_filename(ref.name))
             with bundle.open(member) as src, target.open("xb") as dst:
@@ -161,7 +161,8 @@ def _render(report: BundleReport, kind: str, seq: int, day: str, category: str, 
              f"Date: {day}"]
     if kind == "report":
         lines.append(f"Category: {category}" + (f" ({label})" if label else ""))
-        lines.append(f"Encrypted in: {'the browser' if report.sealed_by == 'browser' else 'server memory (JavaScript off)'}")
+        sealer = "the browser" if report.sealed_by == "browser" else "server memory (JavaScript off)"
+        lines.append(f"Encrypted in: {sealer}")
     if saved:
         lines.append("Attachments: " + ", ".join(f"attachments/{n}" for n in saved))
     return "\n".join(lines) + "\n\n" + body + ("\n" if not body.endswith("\n") else "")

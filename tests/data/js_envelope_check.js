@@ -171,7 +171,8 @@ async function main() {
     const k = wc.newAttachmentKey();
     const viaBytes = wc.encryptBytes(plain, k);
     const progress = [];
-    const blob = await wc.encryptFile(new Blob([plain]), k, (done, total) => progress.push([done, total]));
+    const onProgress = (done, total) => progress.push([done, total]);
+    const blob = await wc.encryptFile(new Blob([plain]), k, onProgress);
     const viaBlob = new Uint8Array(await blob.arrayBuffer());
     for (const [label, ct] of [['bytes', viaBytes], ['blob', viaBlob]]) {
       check(ct.length === wc.ciphertextSize(size), `${label} ${size}: length ${ct.length}`);
@@ -182,7 +183,8 @@ async function main() {
       const FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL;
       const MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE;
       check(tags.length === chunks, `${label} ${size}: chunk count`);
-      check(tags.every((t, i) => t === (i === tags.length - 1 ? FINAL : MESSAGE)), `${label} ${size}: tags`);
+      const expected = (t, i) => t === (i === tags.length - 1 ? FINAL : MESSAGE);
+      check(tags.every(expected), `${label} ${size}: tags`);
     }
     check(progress.length > 0 && progress[progress.length - 1][0] === size
       && progress.every(([, total]) => total === size), `progress ${size}`);

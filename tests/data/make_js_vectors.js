@@ -21,23 +21,28 @@ const vm = require('vm');
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const VENDOR = path.join(ROOT, 'whistle', 'static', 'vendor', 'libsodium');
-const CRYPTO_JS = path.join(ROOT, 'whistle', 'static', 'js', 'whistle-crypto.js');
+const JS = path.join(ROOT, 'whistle', 'static', 'js');
 const OUT = path.join(__dirname, 'libsodium_js_vectors.json');
 
-// Load the vendored files the way the page does, as far as node allows. libsodium.js goes through
-// its CommonJS branch (its browser branch wants `require` for node's fs once it detects node).
+// Load the scripts the way the page does, as far as node allows. libsodium.js goes through its
+// CommonJS branch (its browser branch wants `require` for node's fs once it detects node).
 // libsodium-wrappers.js, required normally, would `require("libsodium")` from node_modules, which
 // the vendored copy has none of; run as a plain script instead, it takes the same branch as a
 // browser's classic <script>: `this.sodium = factory({}, this.libsodium)`, i.e. it needs
-// `libsodium` as a global. Then whistle-crypto.js finds `globalThis.sodium`, as in the page.
+// `libsodium` as a global. Between the two, a browser drains its promise jobs; waiting one task
+// here reproduces that, which is what breaks the pure-JavaScript fallback unless
+// js/libsodium-ready.js runs in between. Then whistle-crypto.js finds `globalThis.sodium`.
 async function loadWhistleCrypto() {
   if (!globalThis.sodium) {
     globalThis.libsodium = require(path.join(VENDOR, 'libsodium.js'));
-    const wrappers = path.join(VENDOR, 'libsodium-wrappers.js');
-    vm.runInThisContext(fs.readFileSync(wrappers, 'utf8'), { filename: wrappers });
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    const scripts = [path.join(JS, 'libsodium-ready.js'), path.join(VENDOR, 'libsodium-wrappers.js')];
+    for (const file of scripts) {
+      vm.runInThisContext(fs.readFileSync(file, 'utf8'), { filename: file });
+    }
   }
   await globalThis.sodium.ready;
-  const whistleCrypto = require(CRYPTO_JS);
+  const whistleCrypto = require(path.join(JS, 'whistle-crypto.js'));
   return { sodium: globalThis.sodium, whistleCrypto };
 }
 

@@ -7,7 +7,7 @@ from flask import current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 
-from ..crypto import SEAL_OVERHEAD, ENVELOPE_BLOCK, is_plausible_stream_length
+from ..crypto import ENVELOPE_BLOCK, SEAL_OVERHEAD, is_plausible_stream_length
 from ..uploads import CiphertextSpool
 from . import bp, common
 

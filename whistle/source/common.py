@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from flask import abort, current_app
 from sqlalchemy.exc import IntegrityError

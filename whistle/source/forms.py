@@ -12,7 +12,7 @@ from ..crypto import MAX_BODY_CHARS
 from ..i18n import category_choices
 
 
-class SubmitForm(FlaskForm):
+class SubmitForm(FlaskForm):  # type: ignore[misc]  # Flask-WTF ships no type hints
     category = SelectField(_l("What is it about?"), validators=[DataRequired()])
     body = TextAreaField(
         _l("Describe what happened"),
@@ -25,4 +25,6 @@ class SubmitForm(FlaskForm):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
-        self.category.choices = category_choices()
+        # An empty first choice: a source who skips the field is asked, not filed under the first
+        # category by accident.
+        self.category.choices = [("", _l("Choose one…")), *category_choices()]

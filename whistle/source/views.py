@@ -47,11 +47,14 @@ def submit() -> tuple[str, int] | str:
             size=stream.plaintext_size,
             key=stream.key,
         ))
-    envelope = Envelope(kind="report", category=form.category.data or "",
-                        body=form.body.data or "", attachments=tuple(refs))
+    # Browsers send textarea line breaks as CRLF in a form post but as LF to JavaScript; LF
+    # everywhere makes both paths produce the same envelope.
+    body = (form.body.data or "").replace("\r\n", "\n")
+    envelope = Envelope(kind="report", category=form.category.data or "", body=body,
+                        attachments=tuple(refs))
     sealed = seal_envelope(envelope, state.unit_key)
     # Drop the plaintext references as early as possible; the sealed bytes are all we keep.
-    del envelope, refs
+    del envelope, refs, body
     form.body.data = ""
     passphrase = common.finish_submission(sealed, spools, "server", str(get_locale()))
     return render_template("receipt.html", passphrase=passphrase, sealed_by="server")
