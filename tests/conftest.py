@@ -157,3 +157,124 @@ def live_server(environ: dict[str, str], config: Config, tmp_path: Path) -> Iter
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# --- Investigator accounts -------------------------------------------------------------------
+
+
+@pytest.fixture
+def fast_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Investigator password hashing at argon2's minimum cost, for this test only."""
+    from argon2 import PasswordHasher
+
+    from whistle import accounts
+
+    monkeypatch.setattr(accounts, "password_hasher",
+                        PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+
+
+@dataclass
+class Clock:
+    """A fake clock for TOTP checks: tests move it forward explicitly, so codes are deterministic."""
+
+    now: float
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Replaces ``whistle.accounts.current_time``; starts one second into a 30-second TOTP step."""
+    import time
+
+    from whistle import accounts
+
+    fake = Clock(now=float(int(time.time()) // 30 * 30 + 1))
+    monkeypatch.setattr(accounts, "current_time", fake)
+    return fake
+
+
+@dataclass
+class Account:
+    """A test investigator account and what its owner knows: password and TOTP secret."""
+
+    id: int
+    name: str
+    password: str
+    totp_secret: str
+    is_admin: bool
+    clock: Clock
+
+    def code(self) -> str:
+        """The code the authenticator app shows at the fake clock's time."""
+        import pyotp
+
+        return str(pyotp.TOTP(self.totp_secret).at(self.clock.now))
+
+    def next_code(self) -> str:
+        """A code no login has used yet: the fake clock first moves one TOTP step forward."""
+        self.clock.advance(30)
+        return self.code()
+
+
+def make_account(app: Flask, clock: Clock, name: str, *, is_admin: bool = False) -> Account:
+    """Create an account in the app's database, as ``whistle add-investigator`` would."""
+    from whistle.accounts import create_investigator, get_account
+
+    with app.extensions["whistle"].sessions() as db:
+        new = create_investigator(db, name, is_admin=is_admin)
+        db.commit()
+        ident = get_account(db, name).id
+    return Account(id=ident, name=new.name, password=new.password, totp_secret=new.totp_secret,
+                   is_admin=is_admin, clock=clock)
+
+
+@pytest.fixture
+def investigator(app: Flask, clock: Clock, fast_passwords: None) -> Account:
+    """A non-admin investigator account named "alice"."""
+    return make_account(app, clock, "alice")
+
+
+@pytest.fixture
+def admin(app: Flask, clock: Clock, fast_passwords: None) -> Account:
+    """An admin account named "root"."""
+    return make_account(app, clock, "root", is_admin=True)
+
+
+def form_csrf_token(client: FlaskClient, path: str) -> str:
+    """Load a page and read the CSRF token from its form's hidden field."""
+    html = client.get(path).get_data(as_text=True)
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
+    assert match, f"{path} carries no csrf_token field"
+    return match.group(1)
+
+
+def login(client: FlaskClient, account: Account, *, password: str | None = None,
+          code: str | None = None, name: str | None = None):  # type: ignore[no-untyped-def]
+    """Log ``account`` in through the form with a fresh TOTP code; return the response."""
+    page = client.get("/investigator/login").get_data(as_text=True)
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
+    # Already logged in, the login page redirects; any page's token serves (one per session).
+    token = match.group(1) if match else csrf_token(client)
+    return client.post("/investigator/login", data={
+        "csrf_token": token,
+        "name": account.name if name is None else name,
+        "password": account.password if password is None else password,
+        "code": account.next_code() if code is None else code,
+    })
+
+
+@pytest.fixture
+def server_env(environ: dict[str, str], config: Config, monkeypatch: pytest.MonkeyPatch) -> Config:
+    """``os.environ`` pointing at the test instance, for in-process ``cli.main([...])`` calls."""
+    import os
+
+    for key in [k for k in os.environ if k.startswith("WHISTLE_")]:
+        monkeypatch.delenv(key)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    return config

@@ -15,15 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import LiveServer, Workstation
+from helpers import find_needles, report_folders
 from sqlalchemy import select
 
 from whistle.db import make_engine, make_sessionmaker
 from whistle.export import export_bundle
 from whistle.models import Report
 from whistle.workstation import decrypt_bundle
-
-from conftest import LiveServer, Workstation
-from helpers import find_needles, report_folders
 
 pytestmark = pytest.mark.browser
 

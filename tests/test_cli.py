@@ -4,18 +4,21 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pytest
-from conftest import FAST_MEM, FAST_OPS, KEY_PASSPHRASE, Workstation
+from conftest import FAST_MEM, FAST_OPS, KEY_PASSPHRASE, Account, Clock, Workstation, login
 from flask import Flask
 from flask.testing import FlaskClient
 from helpers import post_form, report_folders
 
 from whistle import cli
+from whistle.config import Config
 from whistle.crypto import UnitPublicKey, UnitSecretKey
 
 
@@ -157,3 +160,26 @@ def test_offline_commands_import_no_flask(workstation: Workstation, tmp_path: Pa
                             check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == workstation.secret_key.public_key.fingerprint()
+
+
+def test_add_investigator_prints_credentials_and_account_logs_in(
+    server_env: Config, app: Flask, clock: Clock, fast_passwords: None,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["add-investigator", "Zoe", "--admin"]) == 0
+    out = capsys.readouterr().out
+    password = re.search(r"^password:\s+(\S+)$", out, re.M)
+    uri = re.search(r"^otpauth:\s+(otpauth://totp/whistle:zoe\?\S+)$", out, re.M)
+    assert password and uri and "issuer=whistle" in uri.group(1)
+    assert "█" in out  # the QR code, drawn in the terminal
+    secret = parse_qs(urlparse(uri.group(1)).query)["secret"][0]
+    account = Account(id=0, name="zoe", password=password.group(1), totp_secret=secret,
+                      is_admin=True, clock=clock)
+    client = app.test_client()
+    assert login(client, account).status_code == 303
+    assert client.get("/investigator/admin/accounts").status_code == 200
+
+    assert cli.main(["add-investigator", "ZOE"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert cli.main(["audit", "verify"]) == 0
+    assert capsys.readouterr().out.startswith("ok: 2 entries, head ")  # account_create, login

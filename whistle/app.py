@@ -5,39 +5,25 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_babel import Babel
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
-from . import i18n, security
+from . import i18n, limits, security
 from .config import Config, load_config
-from .crypto import UnitPublicKey
 from .db import make_sessionmaker
-from .instance import InstanceSecrets, check_key_folder, init_instance
+from .instance import check_key_folder, init_instance
 from .passphrase import DerivationGate
+from .source_sessions import SourceSessionStore
+from .state import State
 from .uploads import WhistleRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class State:
-    """Everything the views share, stored in ``app.extensions['whistle']``."""
-
-    config: Config
-    unit_key: UnitPublicKey
-    secrets: InstanceSecrets
-    engine: Engine
-    sessions: sessionmaker[Session]
-    gate: DerivationGate
 
 
 csrf = CSRFProtect()
@@ -81,6 +67,7 @@ def create_app(config: Config | None = None) -> Flask:
         engine=engine,
         sessions=make_sessionmaker(engine),
         gate=DerivationGate(config.argon2_concurrency),
+        source_sessions=SourceSessionStore(),
     )
     _quiet_logging(app)
 
@@ -88,10 +75,13 @@ def create_app(config: Config | None = None) -> Flask:
     babel.init_app(app, locale_selector=i18n.select_locale)
     i18n.init_app(app)
     security.init_app(app)
+    limits.init_app(app)
 
+    from .investigator import bp as investigator_bp
     from .source import bp as source_bp
 
     app.register_blueprint(source_bp)
+    app.register_blueprint(investigator_bp)
     _register_errors(app)
     return app
 

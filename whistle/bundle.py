@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from .crypto import is_version
 from .storage import atomic_open
 
 BUNDLE_FORMAT = "whistle-bundle"
@@ -24,9 +25,9 @@ MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
 MAX_ATTACHMENT_BYTES = 64 * 1024**3
-_HEX = re.compile(r"^[0-9a-f]{8,64}$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_MEMBER = re.compile(r"^items/([0-9a-f]{8,64})/(envelope|attachment-(\d{1,4}))\.bin$")
+_HEX = re.compile(r"^[0-9a-f]{8,64}\Z")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+_MEMBER = re.compile(r"^items/([0-9a-f]{8,64})/(envelope|attachment-([0-9]{1,4}))\.bin\Z")
 
 
 class BundleError(Exception):
@@ -153,7 +154,7 @@ class BundleReader:
             doc = json.loads(self._zip.read(MANIFEST).decode("utf-8"))
         except (UnicodeDecodeError, ValueError, zipfile.BadZipFile) as exc:
             raise BundleError(f"manifest is not valid JSON: {exc}") from exc
-        if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT or doc.get("v") != 1:
+        if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT or not is_version(doc.get("v"), 1):
             raise BundleError("not a version-1 whistle bundle")
         referenced: set[str] = set()
         reports = [self._parse_report(r, by_name, referenced) for r in _list(doc, "reports")]

@@ -2,8 +2,8 @@
 """The ``whistle`` command.
 
 Workstation commands (``keygen``, ``fingerprint``, ``decrypt``) import no Flask and need no
-database; server commands (``init``, ``export``, ``run``, ``demo``) import what they need lazily.
-Every failure is one line on stderr and exit status 1.
+database; server commands (``init``, ``export``, ``add-investigator``, ``audit verify``, ``run``,
+``demo``) import what they need lazily. Every failure is one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -14,12 +14,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .bundle import BundleError
 from .config import Config, ConfigError, load_config
 from .crypto import CryptoError, UnitPublicKey, UnitSecretKey, WrongPassphraseError
 from .instance import InstanceError
 from .storage import StorageError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 PASSPHRASE_ENV = "WHISTLE_KEY_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
 DEMO_DIR = Path("demo-workstation")
@@ -128,16 +132,103 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .db import make_sessionmaker
     from .export import export_bundle
-    from .instance import check_key_folder, init_instance
+    from .instance import check_key_folder
 
-    config = _server_config()
-    unit_key = check_key_folder(config)
-    _, engine = init_instance(config)
-    summary = export_bundle(make_sessionmaker(engine), Path(args.out),
+    unit_key = check_key_folder(_server_config())
+    summary = export_bundle(_server_sessions(), Path(args.out),
                             unit_fingerprint=unit_key.fingerprint(), include_all=args.all)
     print(f"exported {summary.items} item(s) of {summary.reports} report(s) to {summary.path}")
+    return 0
+
+
+def _server_sessions() -> sessionmaker[Session]:
+    from .db import make_sessionmaker
+    from .instance import init_instance
+
+    _, engine = init_instance(_server_config())
+    return make_sessionmaker(engine)
+
+
+def cmd_add_investigator(args: argparse.Namespace) -> int:
+    from .accounts import AccountError, create_investigator, totp_qr_terminal
+    from .audit import ACCOUNT_CREATE, CLI_ACTOR, record
+
+    with _server_sessions()() as db:
+        try:
+            new = create_investigator(db, args.name, is_admin=args.admin)
+        except AccountError as exc:
+            raise CommandError(str(exc)) from exc
+        record(db, CLI_ACTOR, ACCOUNT_CREATE,
+               detail=f"account={new.name} admin={'yes' if args.admin else 'no'}")
+        db.commit()
+    role = "admin" if args.admin else "investigator"
+    print(f"{role} account created: {new.name}")
+    print(f"password:   {new.password}")
+    print(f"TOTP key:   {new.totp_secret}")
+    print(f"otpauth:    {new.totp_uri}")
+    print("Scan this with the investigator's authenticator app (shown once, nothing else keeps it):")
+    print(totp_qr_terminal(new.totp_uri))
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from .audit import verify
+
+    with _server_sessions()() as db:
+        report = verify(db, expect_head=args.expect_head)
+    if report.ok:
+        print(f"ok: {report.count} entries, head {report.head}")
+        return 0
+    # stderr, so a cron job that mails its errors reports a broken log.
+    print(f"audit log broken at entry {report.first_bad_seq}: {report.reason}", file=sys.stderr)
+    return 1
+
+
+def cmd_reply(args: argparse.Namespace) -> int:
+    """Workstation: seal a reply to a report's source, from the bundle's manifest."""
+    from .bundle import BundleReader
+    from .replies import RepliesError, SealedReply, append_reply, seal_reply
+
+    try:
+        text = Path(args.text_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read the reply text: {exc}") from exc
+    with BundleReader(Path(args.bundle)) as bundle:
+        matches = [r for r in bundle.reports if r.id == args.report or
+                   (len(args.report) >= 8 and r.id.startswith(args.report))]
+    if len(matches) != 1:
+        raise CommandError(f"report {args.report!r} is {'ambiguous' if matches else 'not'} in this bundle")
+    report = matches[0]
+    recipient = UnitPublicKey.from_base64(report.source_public_key)
+    try:
+        count = append_reply(Path(args.out), SealedReply(report.id, recipient.encode(),
+                                                         seal_reply(text, recipient)))
+    except RepliesError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"reply to report {report.id} sealed to its source; {args.out} now holds {count} "
+          "repl" + ("y" if count == 1 else "ies") + ". Carry it to the server: whistle import-replies")
+    return 0
+
+
+def cmd_import_replies(args: argparse.Namespace) -> int:
+    """Server: store the replies of a replies file, all of them or none."""
+    from .audit import CLI_ACTOR
+    from .cases import import_replies
+    from .replies import MAX_REPLIES_FILE_BYTES, RepliesError, parse_replies
+
+    path = Path(args.replies)
+    try:
+        if path.stat().st_size > MAX_REPLIES_FILE_BYTES:
+            raise CommandError("replies file is too large")
+        replies = parse_replies(path.read_bytes())
+        with _server_sessions().begin() as db:
+            count = import_replies(db, replies, CLI_ACTOR)
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc}") from exc
+    except RepliesError as exc:
+        raise CommandError(f"replies refused, nothing imported: {exc}") from exc
+    print(f"imported {count} repl{'y' if count == 1 else 'ies'}")
     return 0
 
 
@@ -199,6 +290,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--all", action="store_true", help="include items exported before")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("reply", help="(workstation) seal a reply to a report's source")
+    p.add_argument("bundle", help="a bundle holding the report (for its source's public key)")
+    p.add_argument("--report", required=True, help="report id (or its first 8+ characters)")
+    p.add_argument("--text-file", required=True, help="UTF-8 text of the reply")
+    p.add_argument("--out", required=True, help="replies file to create or add to")
+    p.set_defaults(func=cmd_reply)
+
+    p = sub.add_parser("import-replies", help="(server) import a replies file from the workstation")
+    p.add_argument("replies")
+    p.set_defaults(func=cmd_import_replies)
+
+    p = sub.add_parser("add-investigator", help="(server) create an investigator account")
+    p.add_argument("name", help="1-64 characters: a-z, 0-9, dot, dash, underscore")
+    p.add_argument("--admin", action="store_true", help="may manage accounts in the web UI")
+    p.set_defaults(func=cmd_add_investigator)
+
+    p = sub.add_parser("audit", help="(server) the investigators' audit log")
+    audit_sub = p.add_subparsers(dest="audit_command", required=True)
+    p = audit_sub.add_parser("verify", help="check the hash chain; print the head to record")
+    p.add_argument("--expect-head", metavar="HASH",
+                   help="a head printed earlier: detects entries removed from the end")
+    p.set_defaults(func=cmd_audit_verify)
 
     for name, func, text in (("run", cmd_run, "(server) serve the drop with the built-in server"),
                              ("demo", cmd_demo, "set up a demo instance and serve it")):

@@ -51,6 +51,8 @@ class Config:
     default_language: str = "es"
     https: bool = False
     argon2_concurrency: int = 2
+    ack_days: int = 7
+    feedback_months: int = 3
 
     @property
     def key_dir(self) -> Path:
@@ -152,4 +154,6 @@ def load_config(environ: Mapping[str, str], *, cwd: Path | None = None) -> Confi
         default_language=language,
         https=_bool(environ, "WHISTLE_HTTPS", False),
         argon2_concurrency=_int(environ, "WHISTLE_ARGON2_CONCURRENCY", 2, 1, 64),
+        ack_days=_int(environ, "WHISTLE_ACK_DAYS", 7, 1, 365),
+        feedback_months=_int(environ, "WHISTLE_FEEDBACK_MONTHS", 3, 1, 24),
     )

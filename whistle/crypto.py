@@ -89,6 +89,11 @@ class StreamFormatError(DecryptionError):
     """An attachment stream is truncated, reordered, altered or of the wrong size."""
 
 
+def is_version(value: object, expected: int) -> bool:
+    """Whether a JSON ``v`` field is exactly the integer ``expected`` (JSON true and 1.0 are not)."""
+    return type(value) is int and value == expected
+
+
 def b64encode(data: bytes) -> str:
     """Encode bytes as standard base64 with padding: the project's one text encoding."""
     return base64.b64encode(data).decode("ascii")
@@ -248,7 +253,7 @@ class UnitSecretKey:
         """Open a private key file; raise :class:`WrongPassphraseError` on a wrong passphrase."""
         try:
             doc = json.loads(text)
-            if doc.get("format") != SECRET_KEY_FORMAT or doc.get("v") != 1:
+            if doc.get("format") != SECRET_KEY_FORMAT or not is_version(doc.get("v"), 1):
                 raise KeyFormatError("not a whistle private key file")
             if doc.get("kdf") != "argon2id13":
                 raise KeyFormatError("unsupported key derivation")
@@ -341,7 +346,7 @@ class Envelope:
             doc = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise EnvelopeFormatError("envelope is not UTF-8 JSON") from exc
-        if not isinstance(doc, dict) or doc.get("v") != ENVELOPE_VERSION:
+        if not isinstance(doc, dict) or not is_version(doc.get("v"), ENVELOPE_VERSION):
             raise EnvelopeFormatError("not a version-1 envelope")
         kind = doc.get("kind")
         expected = ["v", "kind", "body", "pad"] if kind == "reply" else [

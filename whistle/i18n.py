@@ -7,10 +7,11 @@ and the institution's public is Spanish-speaking.
 
 from __future__ import annotations
 
-from flask import Flask, current_app, request, session
+from flask import Flask, request, session
 from flask_babel import gettext
 
 from .config import LANGUAGES
+from .state import get_state
 
 LANGUAGE_NAMES = {"es": "Español", "en": "English"}
 
@@ -23,12 +24,12 @@ def select_locale() -> str:
     stored = session.get("lang")
     if stored in LANGUAGES:
         return str(stored)
-    return str(current_app.extensions["whistle"].config.default_language)
+    return str(get_state().config.default_language)
 
 
 def category_choices() -> list[tuple[str, str]]:
     """The deployment's categories with labels in the page's language where we have them."""
-    config = current_app.extensions["whistle"].config
+    config = get_state().config
     # gettext returns the label unchanged when the catalogue has no translation for it, so a
     # deployment's own labels show as configured.
     return [(code, gettext(label)) for code, label in config.categories]

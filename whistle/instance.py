@@ -12,7 +12,14 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from .config import Config
-from .crypto import SECRET_KEY_FORMAT, KeyFormatError, UnitPublicKey, b64decode, b64encode
+from .crypto import (
+    SECRET_KEY_FORMAT,
+    KeyFormatError,
+    UnitPublicKey,
+    b64decode,
+    b64encode,
+    is_version,
+)
 from .db import create_schema, make_engine
 from .passphrase import Argon2Params
 from .storage import atomic_write
@@ -49,7 +56,7 @@ class InstanceSecrets:
     def from_json(cls, text: str) -> InstanceSecrets:
         try:
             doc = json.loads(text)
-            if doc.get("format") != SECRETS_FORMAT or doc.get("v") != 1:
+            if doc.get("format") != SECRETS_FORMAT or not is_version(doc.get("v"), 1):
                 raise ValueError("unknown format")
             return cls(
                 flask_secret_key=str(doc["flask_secret_key"]),

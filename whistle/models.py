@@ -13,16 +13,22 @@ import datetime as dt
 from sqlalchemy import (
     Boolean,
     Date,
+    DateTime,
     ForeignKey,
     Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 STATUSES = ("received", "acknowledged", "investigating", "closed")
-SEALED_BY = ("browser", "server")
+# Why a case was closed: a short, fixed list so the source sees a clear answer.
+OUTCOMES = ("substantiated", "not_substantiated", "referred", "insufficient_information",
+            "duplicate", "out_of_scope")
+# browser/server: who sealed a source's report or message; unit: a reply from the workstation.
+SEALED_BY = ("browser", "server", "unit")
 ITEM_KINDS = ("report", "message", "reply")
 
 
@@ -56,6 +62,10 @@ class Report(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     received_on: Mapped[dt.date] = mapped_column(Date, nullable=False)
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="received")
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    acknowledged_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    # The last day anything happened on the case (status, reply, message), shown to the source.
+    updated_on: Mapped[dt.date] = mapped_column(Date, nullable=False)
     sealed_by: Mapped[str] = mapped_column(String(10), nullable=False)
     # SHA-256 of the login key derived from the passphrase: one indexed lookup per login.
     login_hash: Mapped[bytes] = mapped_column(LargeBinary(32), nullable=False, unique=True)
@@ -98,3 +108,38 @@ class Attachment(Base):
     seq: Mapped[int] = mapped_column(Integer, nullable=False)
     blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id"), nullable=False)
     item: Mapped[Item] = relationship(back_populates="attachments")
+
+
+class Investigator(Base):
+    """An investigator or admin account. Investigators are not anonymous; sources are."""
+
+    __tablename__ = "investigators"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200), nullable=False)
+    totp_secret: Mapped[str] = mapped_column(String(64), nullable=False)
+    # The last TOTP time step accepted: a code is never accepted twice.
+    totp_last_step: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    is_admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Bumped on disable, password or 2FA reset: every session issued before is void.
+    session_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    created_on: Mapped[dt.date] = mapped_column(Date, nullable=False)
+
+
+class AuditEntry(Base):
+    """One investigator or admin action; each entry hashes the one before it.
+
+    ``at`` is to the minute: it records when an investigator acted, which is accountability, and
+    never when a source did anything.
+    """
+
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False)
+    actor: Mapped[str] = mapped_column(String(64), nullable=False)
+    action: Mapped[str] = mapped_column(String(40), nullable=False)
+    report_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    detail: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)

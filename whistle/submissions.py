@@ -59,19 +59,20 @@ def store_report(
             id=random_id(),
             received_on=day,
             status="received",
+            updated_on=day,
             sealed_by=sealed_by,
             login_hash=keys.login_hash,
             source_public_key=keys.public_key_bytes,
         )
         session.add(report)
-        add_item(session, report.id, seq=1, kind="report", sealed_envelope=sealed_envelope,
+        add_item(session, report, seq=1, kind="report", sealed_envelope=sealed_envelope,
                  attachments=attachments, sealed_by=sealed_by)
         return report.id
 
 
 def add_item(
     session: Session,
-    report_id: str,
+    report: Report,
     *,
     seq: int,
     kind: str,
@@ -81,9 +82,10 @@ def add_item(
 ) -> Item:
     """Add one item (report, message or reply) with its blobs to an open transaction."""
     envelope_blob = write_blob(session, [sealed_envelope])
-    item = Item(id=random_id(), report_id=report_id, seq=seq, kind=kind, created_on=today(),
+    item = Item(id=random_id(), seq=seq, kind=kind, created_on=today(),
                 sealed_by=sealed_by, exported=False, envelope_blob_id=envelope_blob.id)
-    session.add(item)
+    # Through the relationship, so the report's item list is current within the transaction.
+    report.items.append(item)
     session.flush()
     for index, source in enumerate(attachments):
         blob = write_blob(session, source.iter_chunks())

@@ -15,16 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from flask import Request, current_app
+from flask import Request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .crypto import StreamEncryptor, new_stream_key
+from .state import get_state
 from .storage import SpoolFile
 
 # Endpoints whose file parts arrive as plaintext and must be sealed in memory.
-PLAINTEXT_UPLOAD_ENDPOINTS = frozenset({"source.submit"})
+PLAINTEXT_UPLOAD_ENDPOINTS = frozenset({"source.submit", "source.case"})
 # Endpoints whose file parts arrive already encrypted in the browser.
-CIPHERTEXT_UPLOAD_ENDPOINTS = frozenset({"source.api_submit"})
+CIPHERTEXT_UPLOAD_ENDPOINTS = frozenset({
+    "source.api_submit", "source.api_message", "investigator.upload_replies"})
 _SMALL_LIMIT = 64 * 1024
 
 
@@ -106,7 +108,7 @@ class WhistleRequest(Request):
         content_length: int | None = None,
     ) -> IO[bytes]:
         endpoint = self.url_rule.endpoint if self.url_rule is not None else None
-        spool_dir = current_app.extensions["whistle"].config.spool_dir
+        spool_dir = get_state().config.spool_dir
         if endpoint in PLAINTEXT_UPLOAD_ENDPOINTS:
             return EncryptingSpool(spool_dir)  # type: ignore[return-value]
         if endpoint in CIPHERTEXT_UPLOAD_ENDPOINTS:

@@ -8,6 +8,7 @@ staging folder inside ``out`` and moved into place only when the whole bundle de
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import unicodedata
@@ -40,22 +41,23 @@ class DecryptSummary:
 
 def safe_filename(name: str, fallback: str = "attachment") -> str:
     """A file name safe on any OS: no path parts, no control characters, no hidden or reserved
-    names, at most 120 characters, extension kept."""
+    names, no trailing dots or spaces, at most 120 characters, extension kept."""
     name = unicodedata.normalize("NFC", name)
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     cleaned = "".join(
         "_" if (unicodedata.category(c)[0] == "C" or c in '<>:"|?*') else c for c in name
-    ).strip().strip(".").strip()
-    if not cleaned:
-        cleaned = fallback
+    )
+    # Leading dots hide a file; trailing dots and spaces are dropped or refused by Windows.
+    cleaned = re.sub(r"^[\s.]+|[\s.]+$", "", cleaned) or fallback
     stem, dot, ext = cleaned.rpartition(".")
     if not dot:
         stem, ext = cleaned, ""
-    if stem.lower() in _RESERVED:
+    # Windows treats NUL.tar.gz like NUL: check what comes before the first dot.
+    if stem.split(".", 1)[0].strip().lower() in _RESERVED:
         stem = f"_{stem}"
-    ext = ext[:16]
+    ext = ext[:16].rstrip()
     room = _MAX_NAME - (len(ext) + 1 if ext else 0)
-    stem = stem[:room] or fallback
+    stem = stem[:room].rstrip(" .") or fallback
     return f"{stem}.{ext}" if ext else stem
 
 

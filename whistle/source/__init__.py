@@ -7,4 +7,4 @@ from flask import Blueprint
 
 bp = Blueprint("source", __name__)
 
-from . import api, views  # noqa: E402,F401  (routes register themselves on bp)
+from . import api, followup, views  # noqa: E402,F401  (routes register themselves on bp)

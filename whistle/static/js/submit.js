@@ -23,7 +23,10 @@
   var receiptPassphrase = document.getElementById('receipt-passphrase');
 
   var UNIT_KEY_URL = '/api/v1/unit-key';
-  var REPORTS_URL = '/api/v1/reports';
+  // The same script serves the report form (/submit) and the follow-up message form (/case):
+  // data-kind on the form says which envelope to build, which part to send and where.
+  var KIND = form.dataset.kind === 'message' ? 'message' : 'report';
+  var UPLOAD_URL = KIND === 'message' ? '/api/v1/messages' : '/api/v1/reports';
 
   root.dataset.whistleJs = 'loading';
 
@@ -147,7 +150,7 @@
   function upload(sealed, blobs) {
     var data = new FormData();
     // Part order is part of the protocol: the report, then the attachments in envelope order.
-    data.append('report', new Blob([sealed], { type: 'application/octet-stream' }), 'report.bin');
+    data.append(KIND, new Blob([sealed], { type: 'application/octet-stream' }), KIND + '.bin');
     for (var i = 0; i < blobs.length; i++) {
       data.append('attachment', blobs[i], 'attachment.bin');
     }
@@ -156,7 +159,7 @@
     return new Promise(function (resolve, reject) {
       // XMLHttpRequest rather than fetch: only it reports upload progress.
       var xhr = new XMLHttpRequest();
-      xhr.open('POST', REPORTS_URL, true);
+      xhr.open('POST', UPLOAD_URL, true);
       xhr.setRequestHeader('X-CSRFToken', csrfToken());
       xhr.setRequestHeader('Accept', 'application/json');
       xhr.responseType = 'text';
@@ -213,8 +216,8 @@
 
     var encrypted = await encryptAttachments(files);
     var envelope = wc.buildEnvelope({
-      kind: 'report',
-      category: category,
+      kind: KIND,
+      category: KIND === 'report' ? category : '',
       body: body,
       attachments: encrypted.entries
     });
@@ -228,7 +231,14 @@
     var result = await upload(sealed, encrypted.blobs);
     var serverMessage = result.body && typeof result.body.message === 'string'
       ? result.body.message : null;
-    if (result.status >= 200 && result.status < 300 && result.body &&
+    if (KIND === 'message' && result.status === 201 && result.body && result.body.ok === true) {
+      showStatus(msg('sent'), 'done');
+      setProgress(null);
+      // Reload so the conversation shows the new message, as after the JavaScript-off post.
+      window.location.assign(window.location.pathname);
+      return true;
+    }
+    if (KIND === 'report' && result.status >= 200 && result.status < 300 && result.body &&
         typeof result.body.passphrase === 'string' && result.body.passphrase) {
       showReceipt(result.body.passphrase);
       return true;

@@ -1,0 +1,169 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Case workflow: list, deadlines, filters, status changes, deletion and replies import."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from whistle.audit import verify
+from whistle.cases import (
+    CaseError,
+    Deadlines,
+    add_months,
+    delete_case,
+    import_replies,
+    list_cases,
+    set_status,
+)
+from whistle.crypto import UnitPublicKey, UnitSecretKey
+from whistle.models import AuditEntry, Blob, BlobChunk, Item, Report
+from whistle.replies import RepliesError, SealedReply, seal_reply
+from whistle.submissions import add_item
+
+TODAY = dt.date(2026, 11, 28)
+
+
+def make_report(db: Session, received: dt.date, status: str = "received", *, replies: int = 0,
+                new_messages: int = 0) -> Report:
+    key = UnitSecretKey.generate()
+    report = Report(id=os.urandom(8).hex(), received_on=received, updated_on=received,
+                    status=status, sealed_by="browser", login_hash=os.urandom(32),
+                    source_public_key=key.public_key.encode())
+    db.add(report)
+    db.flush()
+    add_item(db, report, seq=1, kind="report", sealed_envelope=b"\0" * 1072, attachments=(),
+             sealed_by="browser")
+    for n in range(new_messages):
+        add_item(db, report, seq=2 + n, kind="message", sealed_envelope=b"\1" * 1072,
+                 attachments=(), sealed_by="server")
+    for n in range(replies):
+        add_item(db, report, seq=100 + n, kind="reply", sealed_envelope=b"\2" * 1072,
+                 attachments=(), sealed_by="unit")
+    return report
+
+
+@pytest.fixture
+def db(app: Flask):  # type: ignore[no-untyped-def]
+    with app.extensions["whistle"].sessions.begin() as session:
+        yield session
+
+
+def test_cases_add_months_clamps_to_month_end() -> None:
+    assert add_months(dt.date(2026, 1, 31), 1) == dt.date(2026, 2, 28)
+    assert add_months(dt.date(2026, 11, 30), 3) == dt.date(2027, 2, 28)
+    assert add_months(dt.date(2026, 5, 15), -6) == dt.date(2025, 11, 15)
+
+
+def test_cases_deadlines_and_overdue_flags(db: Session) -> None:
+    fresh = make_report(db, TODAY - dt.timedelta(days=3))
+    late_ack = make_report(db, TODAY - dt.timedelta(days=8))
+    late_feedback = make_report(db, TODAY - dt.timedelta(days=100), "investigating")
+    answered = make_report(db, TODAY - dt.timedelta(days=100), "investigating", replies=1)
+    rows = {r.id: r for r in list_cases(db, status="all", day=TODAY).rows}
+    assert rows[fresh.id].ack_due == TODAY + dt.timedelta(days=4)
+    assert not rows[fresh.id].ack_overdue and not rows[fresh.id].feedback_overdue
+    assert rows[late_ack.id].ack_overdue
+    assert rows[late_feedback.id].feedback_overdue and not rows[late_feedback.id].ack_overdue
+    assert not rows[answered.id].feedback_overdue
+    overdue = {r.id for r in list_cases(db, status="overdue", day=TODAY).rows}
+    assert overdue == {late_ack.id, late_feedback.id}
+
+
+def test_cases_deadlines_configurable(db: Session) -> None:
+    report = make_report(db, TODAY - dt.timedelta(days=3))
+    (row,) = list_cases(db, status="all", day=TODAY, deadlines=Deadlines(ack_days=2)).rows
+    assert row.id == report.id and row.ack_overdue
+
+
+def test_cases_filter_sort_and_paginate(db: Session) -> None:
+    made = [make_report(db, TODAY - dt.timedelta(days=i), "closed" if i % 3 == 0 else "received")
+            for i in range(1, 13)]
+    page = list_cases(db, status="open", sort="received", per_page=5, page=2, day=TODAY)
+    open_ids = [r.id for r in sorted((m for m in made if m.status != "closed"),
+                                     key=lambda r: (r.received_on, r.id))]
+    assert page.total == 8 and page.pages == 2 and [r.id for r in page.rows] == open_ids[5:]
+    newest = list_cases(db, status="all", sort="received", descending=True, per_page=1, day=TODAY)
+    assert newest.rows[0].id == made[0].id
+    assert list_cases(db, status="closed", day=TODAY).total == 4
+    assert list_cases(db, status="open", page=99, per_page=5, day=TODAY).page == 2
+    with pytest.raises(CaseError):
+        list_cases(db, status="bogus")
+
+
+def test_cases_new_messages_counted_until_exported(db: Session) -> None:
+    report = make_report(db, TODAY, new_messages=2)
+    (row,) = list_cases(db, status="all", day=TODAY).rows
+    assert row.new_messages == 2
+    for item in db.scalars(select(Item).where(Item.report_id == report.id)):
+        item.exported = True
+    db.flush()
+    assert list_cases(db, status="all", day=TODAY).rows[0].new_messages == 0
+
+
+def test_cases_status_change_sets_dates_and_audits(db: Session) -> None:
+    report = make_report(db, TODAY - dt.timedelta(days=2))
+    set_status(db, report.id, "acknowledged", None, "ana")
+    assert report.acknowledged_on is not None and report.updated_on >= report.received_on
+    with pytest.raises(CaseError):
+        set_status(db, report.id, "closed", None, "ana")  # closing needs an outcome
+    with pytest.raises(CaseError):
+        set_status(db, report.id, "bogus", None, "ana")
+    set_status(db, report.id, "closed", "substantiated", "ana")
+    assert report.status == "closed" and report.outcome == "substantiated"
+    entries = db.scalars(select(AuditEntry).order_by(AuditEntry.seq)).all()
+    assert [(e.actor, e.action, e.report_id) for e in entries] == [
+        ("ana", "status_change", report.id), ("ana", "status_change", report.id)]
+    assert verify(db).ok
+
+
+def test_cases_delete_removes_every_blob(db: Session) -> None:
+    keep = make_report(db, TODAY)
+    gone = make_report(db, TODAY, new_messages=2, replies=1)
+    blobs_before = db.scalar(select(func.count()).select_from(Blob))
+    delete_case(db, gone.id, "ana")
+    db.flush()
+    assert db.get(Report, gone.id) is None and db.get(Report, keep.id) is not None
+    assert db.scalar(select(func.count()).select_from(Blob)) == blobs_before - 4
+    assert db.scalar(select(func.count()).select_from(BlobChunk)) == blobs_before - 4
+    assert db.scalar(select(func.count()).select_from(Item).where(Item.report_id == gone.id)) == 0
+    assert db.execute(text("PRAGMA secure_delete")).scalar() == 1
+    with pytest.raises(CaseError):
+        delete_case(db, gone.id, "ana")
+
+
+def _reply_for(report: Report, body: str = "Respuesta") -> SealedReply:
+    return SealedReply(report.id, report.source_public_key,
+                       seal_reply(body, UnitPublicKey(report.source_public_key)))
+
+
+def test_cases_import_replies_acknowledges_and_audits(db: Session) -> None:
+    report = make_report(db, TODAY)
+    assert import_replies(db, [_reply_for(report)], "ana") == 1
+    assert report.status == "acknowledged" and report.acknowledged_on is not None
+    assert [i.kind for i in report.items] == ["report", "reply"]
+    assert db.scalars(select(AuditEntry)).one().action == "replies_upload"
+
+
+@pytest.mark.parametrize("problem", ["unknown-report", "wrong-key", "already-imported"])
+def test_cases_import_replies_refuses_whole_file(db: Session, problem: str) -> None:
+    good_report = make_report(db, TODAY)
+    other = make_report(db, TODAY)
+    good = _reply_for(good_report, "primera")
+    if problem == "unknown-report":
+        bad = SealedReply("ffffffffffffffff", other.source_public_key, _reply_for(other).sealed)
+    elif problem == "wrong-key":
+        bad = SealedReply(other.id, good_report.source_public_key, _reply_for(good_report, "x").sealed)
+    else:
+        bad = _reply_for(other, "dup")
+        import_replies(db, [bad], "ana")  # the same file uploaded twice
+    replies_before = db.scalar(select(func.count()).select_from(Item).where(Item.kind == "reply"))
+    with pytest.raises(RepliesError):
+        import_replies(db, [good, bad], "ana")
+    assert db.scalar(select(func.count()).select_from(Item).where(Item.kind == "reply")) == replies_before
+

@@ -1,0 +1,200 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""The source comes back: passphrase login, status and replies, follow-up messages, sessions."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Workstation, csrf_token
+from flask import Flask
+from flask.testing import FlaskClient
+from helpers import api_payload, export_and_decrypt, post_form, report_folders
+from sqlalchemy import select
+
+from whistle.cases import import_replies, set_status
+from whistle.crypto import UnitPublicKey
+from whistle.models import Item, Report
+from whistle.replies import SealedReply, seal_reply
+
+RECEIPT = re.compile(r'<code id="receipt-passphrase">([^<]+)</code>')
+
+
+def file_report(client: FlaskClient, body: str = "Informe inicial") -> str:
+    resp = post_form(client, body, [])
+    assert resp.status_code == 200
+    return RECEIPT.search(resp.get_data(as_text=True)).group(1)  # type: ignore[union-attr]
+
+
+def login(client: FlaskClient, phrase: str):  # type: ignore[no-untyped-def]
+    return client.post("/followup", data={"csrf_token": csrf_token(client, "/followup"),
+                                          "passphrase": phrase})
+
+
+def the_report(app: Flask) -> Report:
+    with app.extensions["whistle"].sessions() as db:
+        return db.scalars(select(Report)).one()
+
+
+def reply(app: Flask, text: str) -> None:
+    report = the_report(app)
+    sealed = seal_reply(text, UnitPublicKey(report.source_public_key))
+    with app.extensions["whistle"].sessions.begin() as db:
+        import_replies(db, [SealedReply(report.id, report.source_public_key, sealed)], "tester")
+
+
+def test_followup_login_shows_status_dates_and_reply(client: FlaskClient, app: Flask) -> None:
+    phrase = file_report(client)
+    reply(app, "Gracias. Hemos abierto una investigación. ¿Puede indicar la fecha?")
+    resp = login(client, phrase)
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/case")
+    html = client.get("/case").get_data(as_text=True)
+    assert "Hemos abierto una investigación. ¿Puede indicar la fecha?" in html
+    assert the_report(app).received_on.isoformat() in html
+    assert 'id="case-status"' in html
+
+
+def test_followup_normalised_passphrase_logs_in(client: FlaskClient) -> None:
+    phrase = file_report(client)
+    messy = "  " + phrase.upper().replace(" ", " ,  ") + "\n"
+    assert login(client, messy).status_code == 302
+
+
+@pytest.mark.parametrize("wrong", ["", "uno dos tres cuatro cinco seis siete", "x" * 400])
+def test_followup_wrong_passphrase_generic_message(client: FlaskClient, wrong: str) -> None:
+    file_report(client)
+    resp = login(client, wrong)
+    assert resp.status_code == 400
+    assert client.get("/case").status_code == 302, "a wrong passphrase opened a session"
+
+
+def test_followup_wrong_and_right_take_same_work(client: FlaskClient, app: Flask,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both run exactly one argon2 derivation: the server's work does not reveal which it was."""
+    import whistle.passphrase as passphrase
+
+    phrase = file_report(client)
+    calls: list[str] = []
+    original = passphrase.derive
+
+    def counting(typed: str, params: passphrase.Argon2Params) -> passphrase.SourceKeys:
+        calls.append("derive")
+        return original(typed, params)
+
+    monkeypatch.setattr(passphrase, "derive", counting)
+    login(client, "palabra " * 7)
+    wrong_calls = len(calls)
+    login(client, phrase)
+    assert wrong_calls == 1 and len(calls) == 2
+
+
+def test_followup_passphrase_never_in_cookie_or_page(client: FlaskClient) -> None:
+    phrase = file_report(client)
+    resp = login(client, phrase)
+    cookies = " ".join(resp.headers.getlist("Set-Cookie"))
+    page = client.get("/case").get_data(as_text=True)
+    for word in phrase.split():
+        assert word not in cookies
+    assert phrase not in page
+
+
+def test_followup_message_form_reaches_unit(client: FlaskClient, app: Flask, workstation: Workstation,
+                                            tmp_path: Path) -> None:
+    phrase = file_report(client, "Primer informe")
+    login(client, phrase)
+    data = os.urandom(70_000)
+    resp = client.post("/case", data={"csrf_token": csrf_token(client, "/case"),
+                                      "body": "Dato adicional: fue el 3 de marzo",
+                                      "attachments": [(io.BytesIO(data), "prueba.png", "image/png")]},
+                       content_type="multipart/form-data")
+    assert resp.status_code == 302
+    out = export_and_decrypt(app, workstation, tmp_path)
+    (folder,) = report_folders(out)
+    assert "Primer informe" in (folder / "report.txt").read_text(encoding="utf-8")
+    message = (folder / "message-002.txt").read_text(encoding="utf-8")
+    assert "Dato adicional: fue el 3 de marzo" in message
+    assert (folder / "attachments" / "prueba.png").read_bytes() == data
+
+
+def test_followup_api_message_sealed_in_browser(client: FlaskClient, app: Flask,
+                                                workstation: Workstation, tmp_path: Path) -> None:
+    phrase = file_report(client)
+    login(client, phrase)
+    from whistle.crypto import Envelope, seal_envelope
+
+    sealed = seal_envelope(Envelope(kind="message", body="Mensaje cifrado en el navegador"),
+                           workstation.secret_key.public_key)
+    resp = client.post("/api/v1/messages", data={"message": (io.BytesIO(sealed), "message.bin")},
+                       content_type="multipart/form-data",
+                       headers={"X-CSRFToken": csrf_token(client, "/case")})
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    with app.extensions["whistle"].sessions() as db:
+        item = db.scalars(select(Item).where(Item.kind == "message")).one()
+        assert item.sealed_by == "browser" and item.seq == 2
+    out = export_and_decrypt(app, workstation, tmp_path)
+    assert "Mensaje cifrado en el navegador" in (report_folders(out)[0] / "message-002.txt").read_text()
+
+
+def test_followup_api_message_needs_session(client: FlaskClient, workstation: Workstation) -> None:
+    payload = api_payload(workstation.secret_key.public_key, "x", [])
+    resp = client.post("/api/v1/messages", data={"message": payload["report"]},
+                       content_type="multipart/form-data",
+                       headers={"X-CSRFToken": csrf_token(client)})
+    assert resp.status_code == 401
+
+
+def test_followup_logout_makes_cookie_worthless(client: FlaskClient) -> None:
+    phrase = file_report(client)
+    login(client, phrase)
+    with client.session_transaction() as sess:
+        token = sess["source_token"]
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/case")})
+    with client.session_transaction() as sess:
+        sess["source_token"] = token  # an attacker replays the old cookie value
+    assert client.get("/case").status_code == 302
+
+
+def test_followup_idle_session_expires(client: FlaskClient, app: Flask,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    phrase = file_report(client)
+    login(client, phrase)
+    assert client.get("/case").status_code == 200
+    later = time.monotonic() + 31 * 60
+    monkeypatch.setattr("whistle.source_sessions.time.monotonic", lambda: later)
+    assert client.get("/case").status_code == 302
+    assert len(app.extensions["whistle"].source_sessions) == 0
+
+
+def test_followup_forged_token_refused(client: FlaskClient) -> None:
+    with client.session_transaction() as sess:
+        sess["source_token"] = "forged-token-value"
+    assert client.get("/case").status_code == 302
+
+
+def test_followup_status_and_outcome_visible_to_source(client: FlaskClient, app: Flask) -> None:
+    phrase = file_report(client)
+    with app.extensions["whistle"].sessions.begin() as db:
+        set_status(db, the_report(app).id, "closed", "referred", "tester")
+    login(client, phrase)
+    html = client.get("/case?lang=en").get_data(as_text=True)
+    assert "Closed" in html and "Referred to the competent authority" in html
+
+
+def test_followup_reply_that_fails_to_open_is_shown_as_error(client: FlaskClient, app: Flask) -> None:
+    phrase = file_report(client)
+    report = the_report(app)
+    other = UnitPublicKey(os.urandom(32))
+    sealed = seal_reply("no para usted", other)
+    with app.extensions["whistle"].sessions.begin() as db:
+        # Bypasses the import checks on purpose: what if a bad reply got in anyway?
+        from whistle.submissions import add_item
+
+        add_item(db, db.get(Report, report.id), seq=2, kind="reply", sealed_envelope=sealed, attachments=(),
+                 sealed_by="unit")
+    login(client, phrase)
+    html = client.get("/case?lang=en").get_data(as_text=True)
+    assert "could not be decrypted" in html

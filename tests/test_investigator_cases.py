@@ -1,0 +1,174 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Investigators' case work in the web UI, and the whole two-way round trip.
+
+submit → export → decrypt → reply → import → the source reads the reply → the source answers →
+export → decrypt shows the answer; once through the command line, once through the web UI.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from whistle import cli
+from whistle.bundle import BundleReader
+from whistle.models import AuditEntry, Item, Report
+from whistle.workstation import decrypt_bundle
+
+from conftest import Account, Workstation, csrf_token, login
+from helpers import post_form, report_folders
+from test_followup import RECEIPT
+from test_followup import login as source_login
+
+
+@pytest.fixture
+def inv(app: Flask, investigator: Account) -> FlaskClient:
+    client = app.test_client()
+    assert login(client, investigator).status_code == 303
+    return client
+
+
+def file_report(app: Flask, body: str) -> tuple[FlaskClient, str]:
+    source = app.test_client()
+    resp = post_form(source, body, [("foto.jpg", "image/jpeg", b"\xff\xd8 jpeg bytes")])
+    return source, RECEIPT.search(resp.get_data(as_text=True)).group(1)  # type: ignore[union-attr]
+
+
+def report_id(app: Flask) -> str:
+    with app.extensions["whistle"].sessions() as db:
+        return db.scalars(select(Report.id)).one()
+
+
+def test_investigator_case_list_shows_case_and_deadlines(app: Flask, inv: FlaskClient) -> None:
+    file_report(app, "Falta de medicamentos")
+    rid = report_id(app)
+    html = inv.get("/investigator/?lang=en").get_data(as_text=True)
+    assert rid[:8] in html and "server" in html
+    with app.extensions["whistle"].sessions() as db:
+        received = db.get(Report, rid).received_on  # type: ignore[union-attr]
+    import datetime as dt
+
+    assert (received + dt.timedelta(days=7)).isoformat() in html
+    assert rid[:8] not in inv.get("/investigator/?status=closed").get_data(as_text=True)
+    assert inv.get("/investigator/?status=nonsense").status_code == 400
+    assert inv.get("/investigator/?page=x").status_code == 400
+
+
+def test_investigator_status_change_visible_to_source(app: Flask, inv: FlaskClient) -> None:
+    source, phrase = file_report(app, "texto")
+    rid = report_id(app)
+    token = csrf_token(inv, f"/investigator/case/{rid}")
+    resp = inv.post(f"/investigator/case/{rid}/status", data={
+        "csrf_token": token, "status": "closed", "outcome": "duplicate"})
+    assert resp.status_code == 303
+    source_login(source, phrase)
+    html = source.get("/case?lang=en").get_data(as_text=True)
+    assert "Already being handled under another report" in html
+    with app.extensions["whistle"].sessions() as db:
+        entry = db.scalars(select(AuditEntry).where(AuditEntry.action == "status_change")).one()
+        assert entry.actor == "alice" and entry.report_id == rid
+
+
+def test_investigator_delete_case_needs_confirmation(app: Flask, inv: FlaskClient) -> None:
+    file_report(app, "texto")
+    rid = report_id(app)
+    token = csrf_token(inv, f"/investigator/case/{rid}")
+    inv.post(f"/investigator/case/{rid}/delete", data={"csrf_token": token, "confirm": "nope"})
+    assert inv.get(f"/investigator/case/{rid}").status_code == 200
+    resp = inv.post(f"/investigator/case/{rid}/delete", data={"csrf_token": token, "confirm": rid[:8]})
+    assert resp.status_code == 303
+    assert inv.get(f"/investigator/case/{rid}").status_code == 404
+    with app.extensions["whistle"].sessions() as db:
+        assert db.scalars(select(Item)).all() == []
+
+
+def test_investigator_bad_replies_upload_imports_nothing(app: Flask, inv: FlaskClient) -> None:
+    file_report(app, "texto")
+    token = csrf_token(inv, "/investigator/replies")
+    for junk in (b"not json", b'{"format": "whistle-replies", "v": 1, "replies": []}'):
+        resp = inv.post("/investigator/replies", data={
+            "csrf_token": token, "replies": (io.BytesIO(junk), "replies.json")},
+            content_type="multipart/form-data")
+        assert resp.status_code == 400
+    with app.extensions["whistle"].sessions() as db:
+        assert db.scalars(select(Item).where(Item.kind == "reply")).all() == []
+
+
+def _read_reply_and_answer(source: FlaskClient, phrase: str, reply_text: str, answer: str) -> None:
+    assert source_login(source, phrase).status_code == 302
+    html = source.get("/case").get_data(as_text=True)
+    assert reply_text in html
+    resp = source.post("/case", data={"csrf_token": csrf_token(source, "/case"), "body": answer},
+                       content_type="multipart/form-data")
+    assert resp.status_code == 302
+
+
+def test_roundtrip_through_command_line(app: Flask, workstation: Workstation, server_env: object,
+                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source, phrase = file_report(app, "Cobran por turnos en el hospital")
+    bundle = tmp_path / "b1.zip"
+    assert cli.main(["export", "--out", str(bundle)]) == 0
+    decrypt_bundle(bundle, workstation.secret_key, tmp_path / "cases")
+    (folder,) = report_folders(tmp_path / "cases")
+    assert "Cobran por turnos" in (folder / "report.txt").read_text(encoding="utf-8")
+
+    reply_text = "Gracias. ¿En qué fecha ocurrió? — Unidad de investigación"
+    (tmp_path / "reply.txt").write_text(reply_text, encoding="utf-8")
+    replies = tmp_path / "replies.json"
+    assert cli.main(["reply", str(bundle), "--report", folder.name[:8], "--text-file",
+                     str(tmp_path / "reply.txt"), "--out", str(replies)]) == 0
+    assert cli.main(["import-replies", str(replies)]) == 0
+    assert cli.main(["import-replies", str(replies)]) == 1  # the same file twice: refused
+    assert "already imported" in capsys.readouterr().err
+
+    _read_reply_and_answer(source, phrase, reply_text, "Fue el 12 de noviembre, en la mañana")
+    assert cli.main(["export", "--out", str(tmp_path / "b2.zip")]) == 0
+    decrypt_bundle(tmp_path / "b2.zip", workstation.secret_key, tmp_path / "cases")
+    messages = sorted(folder.glob("message-*.txt"))
+    assert len(messages) == 1
+    assert "Fue el 12 de noviembre" in messages[0].read_text(encoding="utf-8")
+
+
+def test_roundtrip_through_web_ui(app: Flask, inv: FlaskClient, workstation: Workstation,
+                                  tmp_path: Path) -> None:
+    source, phrase = file_report(app, "Irregularidades en compras públicas")
+    token = csrf_token(inv, "/investigator/")
+    resp = inv.post("/investigator/bundle", data={"csrf_token": token, "scope": "new"})
+    assert resp.status_code == 200 and resp.mimetype == "application/zip"
+    bundle = tmp_path / "ui.zip"
+    bundle.write_bytes(resp.get_data())
+    assert zipfile.is_zipfile(bundle)
+    with BundleReader(bundle) as reader:
+        (report,) = reader.reports
+    assert list((app.extensions["whistle"].config.spool_dir).iterdir()) == []
+
+    reply_text = "Recibimos su denuncia; la investigación está en curso."
+    (tmp_path / "reply.txt").write_text(reply_text, encoding="utf-8")
+    replies = tmp_path / "replies.json"
+    assert cli.main(["reply", str(bundle), "--report", report.id, "--text-file",
+                     str(tmp_path / "reply.txt"), "--out", str(replies)]) == 0
+    resp = inv.post("/investigator/replies", data={
+        "csrf_token": token, "replies": (io.BytesIO(replies.read_bytes()), "replies.json")},
+        content_type="multipart/form-data")
+    assert resp.status_code == 303
+
+    _read_reply_and_answer(source, phrase, reply_text, "Tengo copias de las facturas")
+    resp = inv.post("/investigator/bundle", data={"csrf_token": token, "scope": "selected",
+                                                  "report": report.id})
+    (tmp_path / "ui2.zip").write_bytes(resp.get_data())
+    decrypt_bundle(tmp_path / "ui2.zip", workstation.secret_key, tmp_path / "cases")
+    (folder,) = report_folders(tmp_path / "cases")
+    assert "Irregularidades en compras" in (folder / "report.txt").read_text(encoding="utf-8")
+    assert any("Tengo copias de las facturas" in p.read_text(encoding="utf-8")
+               for p in folder.glob("message-*.txt"))
+    with app.extensions["whistle"].sessions() as db:
+        actions = [e.action for e in db.scalars(select(AuditEntry).order_by(AuditEntry.seq))]
+    assert actions.count("bundle_download") == 2 and "replies_upload" in actions
+    assert re.fullmatch(r"[0-9a-f]{16}", report.id)

@@ -1,0 +1,236 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""whistle.passphrase: receipt passphrases, their normalisation and the argon2id derivation."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import pytest
+from argon2.low_level import Type, hash_secret_raw
+from diceware.wordlist import get_wordlist_path
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nacl.public import PrivateKey
+
+from whistle import passphrase as pp
+from whistle.passphrase import (
+    Argon2Params,
+    DerivationGate,
+    GateBusyError,
+    PassphraseError,
+    derive,
+    generate,
+    normalise,
+)
+
+SALT = bytes(range(16))
+# Tiny argon2 costs: tests only. Production costs are Argon2Params' defaults.
+TINY = Argon2Params(salt=SALT, time_cost=1, memory_cost_kib=8)
+
+
+def _words_from_file(name: str) -> set[str]:
+    """Read a diceware list straight from the package's file, independently of the module."""
+    lines = Path(get_wordlist_path(name)).read_text(encoding="utf-8").splitlines()
+    # wordlist_en_eff.txt is "11111<TAB>abacus"; wordlist_es.txt is one word per line.
+    return {ln.split("\t")[-1].strip() for ln in lines if ln.strip()}
+
+
+SPANISH = _words_from_file("es")
+ENGLISH = _words_from_file("en_eff")
+
+
+def test_wordlists_have_the_documented_sizes() -> None:
+    assert len(SPANISH) == 8192
+    assert len(ENGLISH) == 7776
+
+
+def test_generate_default_is_seven_spanish_words() -> None:
+    for _ in range(20):
+        words = generate().split(" ")
+        assert len(words) == 7
+        assert all(w in SPANISH for w in words), words
+
+
+def test_generate_english_uses_eff_list() -> None:
+    phrases = [generate("en").split(" ") for _ in range(20)]
+    assert all(len(words) == 7 for words in phrases)
+    assert all(w in ENGLISH for words in phrases for w in words)
+    # And they really come from the English list, not the Spanish one.
+    assert any(w not in SPANISH for words in phrases for w in words)
+
+
+def test_generate_two_calls_differ() -> None:
+    assert generate() != generate()
+    assert generate("en") != generate("en")
+
+
+def test_generate_is_already_normalised() -> None:
+    # What is shown to the source is exactly what a careful retype normalises to.
+    for lang in ("es", "en"):
+        phrase = generate(lang)
+        assert normalise(phrase) == phrase
+
+
+def test_generate_unknown_language_refused() -> None:
+    with pytest.raises(PassphraseError):
+        generate("fr")
+
+
+@pytest.mark.parametrize("typed,expected", [
+    ("ÁBACO  perro\tGato", "abaco perro gato"),
+    ("  Ábaco, PERRO\tgato ", "abaco perro gato"),
+    ("abaco,perro;gato.", "abaco perro gato"),
+    ("abaco\n\nperro\r\ngato", "abaco perro gato"),
+    ("ÑANDÚ pingüino", "nandu pinguino"),
+    ("abaco\u00a0perro", "abaco perro"),  # no-break space from a copy-paste
+    ("ｐｅｒｒｏ", "perro"),  # full-width letters (NFKD)
+    ("abaco", "abaco"),
+])
+def test_normalise_case_accents_spaces_and_punctuation(typed: str, expected: str) -> None:
+    assert normalise(typed) == expected
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(max_size=60))
+def test_normalise_is_idempotent_and_canonical(typed: str) -> None:
+    once = normalise(typed)
+    assert normalise(once) == once
+    assert once == once.strip()
+    assert "  " not in once
+    assert not any(c in once for c in ",.;\t\n")
+
+
+def test_derive_is_deterministic() -> None:
+    a = derive("abaco perro gato casa luna sol mar", TINY)
+    b = derive("abaco perro gato casa luna sol mar", TINY)
+    assert a.login_hash == b.login_hash
+    assert a.secret_key.encode() == b.secret_key.encode()
+    assert a.public_key_bytes == b.public_key_bytes
+
+
+def test_derive_different_salt_or_passphrase_gives_different_keys() -> None:
+    phrase = "abaco perro gato casa luna sol mar"
+    a = derive(phrase, TINY)
+    b = derive(phrase, Argon2Params(salt=bytes(16), time_cost=1, memory_cost_kib=8))
+    c = derive(phrase + " rio", TINY)
+    assert len({a.login_hash, b.login_hash, c.login_hash}) == 3
+    assert len({a.public_key_bytes, b.public_key_bytes, c.public_key_bytes}) == 3
+
+
+def test_derive_different_costs_give_different_keys() -> None:
+    phrase = "abaco perro gato"
+    a = derive(phrase, TINY)
+    b = derive(phrase, Argon2Params(salt=SALT, time_cost=2, memory_cost_kib=8))
+    assert a.login_hash != b.login_hash
+
+
+def test_derive_matches_independent_argon2id_computation() -> None:
+    phrase = "abaco perro gato casa luna sol mar"
+    raw = hash_secret_raw(secret=phrase.encode("utf-8"), salt=SALT, time_cost=1, memory_cost=8,
+                          parallelism=1, hash_len=64, type=Type.ID)
+    keys = derive(phrase, TINY)
+    assert len(keys.login_hash) == 32
+    assert keys.login_hash == hashlib.sha256(raw[:32]).digest()
+    # The login key itself is never what is stored.
+    assert keys.login_hash != raw[:32]
+    expected = PrivateKey.from_seed(raw[32:64])
+    assert keys.public_key_bytes == bytes(expected.public_key)
+    assert keys.secret_key.encode() == bytes(expected)
+
+
+def test_derive_normalised_variants_give_the_same_keys() -> None:
+    base = derive("abaco perro gato casa luna sol mar", TINY)
+    for variant in ["ÁBACO  Perro\tgato, casa; luna. sol mar ", "  abaco perro gato casa luna sol mar\n",
+                    "Abaco Pérro Gató Casa Luna Sol Mar"]:
+        keys = derive(variant, TINY)
+        assert keys.login_hash == base.login_hash
+        assert keys.public_key_bytes == base.public_key_bytes
+
+
+@pytest.mark.parametrize("typed", ["", "   ", " ,.; \t\n"])
+def test_derive_empty_passphrase_raises(typed: str) -> None:
+    with pytest.raises(PassphraseError):
+        derive(typed, TINY)
+
+
+def test_argon2params_refuses_short_salt_and_zero_costs() -> None:
+    with pytest.raises(PassphraseError):
+        Argon2Params(salt=bytes(8))
+    with pytest.raises(PassphraseError):
+        Argon2Params(salt=SALT, time_cost=0)
+    with pytest.raises(PassphraseError):
+        Argon2Params(salt=SALT, memory_cost_kib=4)
+
+
+def test_argon2params_defaults_are_production_costs() -> None:
+    params = Argon2Params(salt=SALT)
+    assert (params.time_cost, params.memory_cost_kib, params.parallelism) == (3, 65536, 1)
+
+
+def test_derivationgate_derives_like_derive() -> None:
+    gate = DerivationGate(1)
+    keys = gate.derive("abaco perro", TINY)
+    assert keys.login_hash == derive("abaco perro", TINY).login_hash
+
+
+HOLD = "frase que se queda dentro"
+
+
+def _hold_slot(
+    monkeypatch: pytest.MonkeyPatch, gate: DerivationGate
+) -> tuple[threading.Thread, threading.Event]:
+    """Start a thread whose derivation of HOLD sits inside the gate until the event is set."""
+    inside = threading.Event()
+    release = threading.Event()
+    real_derive = pp.derive
+
+    def slow_derive(typed: str, params: Argon2Params) -> pp.SourceKeys:
+        if typed == HOLD:
+            inside.set()
+            release.wait(10)
+        return real_derive(typed, params)
+
+    monkeypatch.setattr(pp, "derive", slow_derive)
+    thread = threading.Thread(target=gate.derive, args=(HOLD, TINY))
+    thread.start()
+    assert inside.wait(10), "the first derivation never entered the gate"
+    return thread, release
+
+
+def test_derivationgate_concurrency_one_serialises(monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = DerivationGate(1)
+    thread, release = _hold_slot(monkeypatch, gate)
+    try:
+        with pytest.raises(GateBusyError):
+            gate.derive("otra frase", TINY, timeout=0.05)
+    finally:
+        release.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    # The slot is free again once the first derivation finished.
+    assert len(gate.derive("otra frase", TINY, timeout=1).login_hash) == 32
+
+
+def test_derivationgate_concurrency_two_admits_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = DerivationGate(2)
+    thread, release = _hold_slot(monkeypatch, gate)
+    try:
+        keys = gate.derive("otra frase", TINY, timeout=0.05)
+        assert thread.is_alive()  # the first one really was still inside
+    finally:
+        release.set()
+        thread.join(10)
+    assert keys.login_hash == derive("otra frase", TINY).login_hash
+
+
+def test_derivationgate_releases_slot_when_derivation_fails() -> None:
+    gate = DerivationGate(1)
+    with pytest.raises(PassphraseError):
+        gate.derive("   ", TINY)
+    assert gate.derive("abaco", TINY, timeout=0.05).login_hash
+
+
+def test_gatebusyerror_is_a_passphraseerror() -> None:
+    assert issubclass(GateBusyError, PassphraseError)

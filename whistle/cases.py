@@ -1,0 +1,224 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Case workflow: the investigators' list with deadlines, status changes, deletion, replies and
+follow-up messages. Database only, no Flask: the web UI and the CLI share it."""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Exists, and_, delete, exists, func, or_, select
+from sqlalchemy.orm import Session
+
+from . import audit
+from .models import OUTCOMES, STATUSES, Blob, BlobChunk, Item, Report
+from .replies import RepliesError, SealedReply
+from .storage import read_blob
+from .submissions import ChunkSource, add_item, today
+
+SORTS = ("received", "updated", "status")
+FILTERS = ("all", "open", "overdue", *STATUSES)
+
+
+class CaseError(Exception):
+    """A case operation was refused: unknown case, invalid status or outcome."""
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Acknowledgement and feedback deadlines (EU Directive 2019/1937, art. 9)."""
+
+    ack_days: int = 7
+    feedback_months: int = 3
+
+    def ack_due(self, received: dt.date) -> dt.date:
+        return received + dt.timedelta(days=self.ack_days)
+
+    def feedback_due(self, received: dt.date) -> dt.date:
+        return add_months(received, self.feedback_months)
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    """The same day ``months`` later, clamped to the month's end (31 Jan + 1 → 28/29 Feb)."""
+    month0 = day.month - 1 + months
+    year, month = day.year + month0 // 12, month0 % 12 + 1
+    return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+@dataclass(frozen=True)
+class CaseRow:
+    """One line of the case list."""
+
+    id: str
+    received_on: dt.date
+    updated_on: dt.date
+    status: str
+    outcome: str | None
+    sealed_by: str
+    new_messages: int
+    replies: int
+    ack_due: dt.date
+    feedback_due: dt.date
+    ack_overdue: bool
+    feedback_overdue: bool
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+
+@dataclass(frozen=True)
+class CasePage:
+    rows: list[CaseRow]
+    total: int
+    page: int
+    pages: int
+
+
+def _has_reply() -> Exists:
+    return exists().where(Item.report_id == Report.id, Item.kind == "reply")
+
+
+def _filter(query, status: str, deadlines: Deadlines, day: dt.date):  # type: ignore[no-untyped-def]
+    if status == "open":
+        return query.where(Report.status != "closed")
+    if status == "overdue":
+        ack_cut = day - dt.timedelta(days=deadlines.ack_days)
+        feedback_cut = add_months(day, -deadlines.feedback_months)
+        return query.where(or_(
+            and_(Report.status == "received", Report.received_on < ack_cut),
+            and_(Report.status != "closed", Report.received_on < feedback_cut, ~_has_reply()),
+        ))
+    if status in STATUSES:
+        return query.where(Report.status == status)
+    if status != "all":
+        raise CaseError(f"unknown filter {status!r}")
+    return query
+
+
+def list_cases(session: Session, *, status: str = "open", sort: str = "received",
+               descending: bool = False, page: int = 1, per_page: int = 50,
+               deadlines: Deadlines = Deadlines(), day: dt.date | None = None) -> CasePage:
+    """One page of cases, with counts and deadlines computed for that page only."""
+    day = day or today()
+    if sort not in SORTS:
+        raise CaseError(f"unknown sort {sort!r}")
+    column = {"received": Report.received_on, "updated": Report.updated_on,
+              "status": Report.status}[sort]
+    order = [column.desc() if descending else column.asc(),
+             Report.id.desc() if descending else Report.id.asc()]
+    base = _filter(select(Report), status, deadlines, day)
+    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    reports = session.scalars(base.order_by(*order).limit(per_page).offset((page - 1) * per_page)).all()
+    ids = [r.id for r in reports]
+    counts: dict[tuple[str, str], int] = {}
+    if ids:
+        for report_id, kind, exported, n in session.execute(
+            select(Item.report_id, Item.kind, Item.exported, func.count())
+            .where(Item.report_id.in_(ids), Item.kind.in_(("message", "reply")))
+            .group_by(Item.report_id, Item.kind, Item.exported)
+        ):
+            key = (report_id, "new" if kind == "message" and not exported else kind)
+            counts[key] = counts.get(key, 0) + n
+    rows = []
+    for r in reports:
+        ack_due, feedback_due = deadlines.ack_due(r.received_on), deadlines.feedback_due(r.received_on)
+        replies = counts.get((r.id, "reply"), 0)
+        rows.append(CaseRow(
+            id=r.id, received_on=r.received_on, updated_on=r.updated_on, status=r.status,
+            outcome=r.outcome, sealed_by=r.sealed_by, new_messages=counts.get((r.id, "new"), 0),
+            replies=replies, ack_due=ack_due, feedback_due=feedback_due,
+            ack_overdue=r.status == "received" and day > ack_due,
+            feedback_overdue=r.status != "closed" and replies == 0 and day > feedback_due,
+        ))
+    return CasePage(rows=rows, total=total, page=page, pages=pages)
+
+
+def get_case(session: Session, report_id: str) -> Report:
+    report = session.get(Report, report_id)
+    if report is None:
+        raise CaseError("no such case")
+    return report
+
+
+def set_status(session: Session, report_id: str, status: str, outcome: str | None, actor: str) -> None:
+    """Change a case's status (closing needs an outcome); recorded in the audit log."""
+    if status not in STATUSES:
+        raise CaseError(f"unknown status {status!r}")
+    if status == "closed" and outcome not in OUTCOMES:
+        raise CaseError("closing a case needs an outcome from the list")
+    report = get_case(session, report_id)
+    old = report.status
+    report.status = status
+    report.outcome = outcome if status == "closed" else None
+    if status != "received" and report.acknowledged_on is None:
+        report.acknowledged_on = today()
+    report.updated_on = today()
+    audit.record(session, actor, audit.STATUS_CHANGE, report_id,
+                 f"{old} -> {status}" + (f" ({outcome})" if status == "closed" else ""))
+
+
+def delete_case(session: Session, report_id: str, actor: str) -> None:
+    """Delete a case and every blob of it; SQLite's secure_delete zeroes the freed pages."""
+    report = get_case(session, report_id)
+    blob_ids = [i.envelope_blob_id for i in report.items]
+    blob_ids += [a.blob_id for i in report.items for a in i.attachments]
+    session.delete(report)
+    session.flush()
+    session.execute(delete(BlobChunk).where(BlobChunk.blob_id.in_(blob_ids)))
+    session.execute(delete(Blob).where(Blob.id.in_(blob_ids)))
+    audit.record(session, actor, audit.CASE_DELETE, report_id, "")
+
+
+def next_seq(session: Session, report_id: str) -> int:
+    return (session.scalar(select(func.max(Item.seq)).where(Item.report_id == report_id)) or 0) + 1
+
+
+def add_message(session: Session, report_id: str, sealed: bytes, attachments: Iterable[ChunkSource],
+                sealed_by: str) -> Item:
+    """A source's follow-up message (sealed to the unit) on its own case."""
+    report = get_case(session, report_id)
+    item = add_item(session, report, seq=next_seq(session, report_id), kind="message",
+                    sealed_envelope=sealed, attachments=attachments, sealed_by=sealed_by)
+    report.updated_on = today()
+    return item
+
+
+def import_replies(session: Session, replies: list[SealedReply], actor: str) -> int:
+    """Store replies in the caller's transaction; refuse the whole file on any bad entry."""
+    for number, reply in enumerate(replies, 1):
+        report = session.get(Report, reply.report_id)
+        if report is None:
+            raise RepliesError(f"reply {number}: no report {reply.report_id} on this server")
+        if report.source_public_key != reply.recipient:
+            raise RepliesError(f"reply {number}: not sealed to report {reply.report_id}'s source key")
+        existing = {hashlib.sha256(read_blob(session, i.envelope_blob_id)).hexdigest()
+                    for i in report.items if i.kind == "reply"}
+        if reply.digest in existing:
+            raise RepliesError(f"reply {number}: already imported")
+    for reply in replies:
+        report = get_case(session, reply.report_id)
+        add_item(session, report, seq=next_seq(session, reply.report_id), kind="reply",
+                 sealed_envelope=reply.sealed, attachments=(), sealed_by="unit")
+        report.updated_on = today()
+        if report.status == "received":
+            # A reply is the acknowledgement the source is waiting for.
+            report.status, report.acknowledged_on = "acknowledged", today()
+        session.flush()
+    audit.record(session, actor, audit.REPLIES_UPLOAD, None,
+                 f"{len(replies)} repl{'y' if len(replies) == 1 else 'ies'} for "
+                 + ", ".join(sorted({r.report_id for r in replies})))
+    return len(replies)
+
+
+def reply_items(report: Report) -> list[Item]:
+    return [i for i in report.items if i.kind == "reply"]
+
+
+__all__ = ["CaseError", "CasePage", "CaseRow", "Deadlines", "FILTERS", "OUTCOMES", "SORTS",
+           "add_message", "delete_case", "get_case", "import_replies", "list_cases", "set_status"]
