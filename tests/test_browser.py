@@ -172,3 +172,72 @@ def test_browser_without_javascript_server_seals_report(
     needles = {"report text": canary["body"].encode(), "file": canary["file"].encode(),
                "User-Agent": canary["ua"].encode(), "passphrase": phrase.encode()}
     assert find_needles(live_server.written_files(), needles) == []
+
+
+def test_browser_followup_roundtrip_reply_and_answer(
+    live_server: LiveServer, workstation: Workstation, tmp_path: Path, canary: dict[str, str],
+    driver_factory: list  # type: ignore[type-arg]
+) -> None:
+    """File a report, get a reply from the unit, read it in the browser, answer with a file."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from whistle.cases import import_replies
+    from whistle.crypto import UnitPublicKey
+    from whistle.replies import SealedReply, seal_reply
+
+    driver = make_driver(tmp_path, user_agent=canary["ua"])
+    driver_factory.append(driver)
+    attach, _ = _file_to_attach(tmp_path, canary)
+    phrase = _fill_and_send(driver, live_server, canary, attach, wait_for_js=True)
+
+    # The unit reads the report offline and seals a reply to the source's key from the bundle.
+    (folder,) = _export_and_decrypt(live_server, workstation, tmp_path)
+    reply_canary = f"CANARY-REPLY-{secrets.token_hex(6)}"
+    engine = make_engine(live_server.app_config.database_url)
+    with make_sessionmaker(engine).begin() as db:
+        report = db.get(Report, folder.name)
+        assert report is not None
+        sealed = seal_reply(f"Gracias por su denuncia. {reply_canary}",
+                            UnitPublicKey(report.source_public_key))
+        import_replies(db, [SealedReply(report.id, report.source_public_key, sealed)], "alice")
+    engine.dispose()
+
+    # The source comes back, with the passphrase typed sloppily, and reads the reply.
+    driver.get(live_server.url + "/followup")
+    driver.find_element(By.NAME, "passphrase").send_keys("  " + phrase.upper() + " ")
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait = WebDriverWait(driver, 60)
+    wait.until(lambda d: reply_canary in d.page_source)
+    wait.until(lambda d: d.execute_script("return document.documentElement.dataset.whistleJs") == "ready")
+
+    # ... and answers, with a file, encrypted in the browser.
+    answer_canary = f"CANARY-ANSWER-{secrets.token_hex(6)}"
+    answer_file = tmp_path / "uploads" / "factura.txt"
+    answer_file.write_bytes(answer_canary.encode() * 3000)
+    driver.find_element(By.NAME, "body").send_keys(f"Fue el lunes. {answer_canary}")
+    driver.find_element(By.NAME, "attachments").send_keys(str(answer_file))
+    driver.find_element(By.ID, "submit-button").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".conversation .entry.message"))
+
+    engine = make_engine(live_server.app_config.database_url)
+    with make_sessionmaker(engine)() as db:
+        from whistle.models import Item
+
+        message = db.scalars(select(Item).where(Item.kind == "message")).one()
+        assert message.sealed_by == "browser"
+    engine.dispose()
+    out = tmp_path / "out2"
+    bundle = tmp_path / "bundle2.zip"
+    engine = make_engine(live_server.app_config.database_url)
+    export_bundle(make_sessionmaker(engine), bundle, unit_fingerprint="test")
+    engine.dispose()
+    decrypt_bundle(bundle, workstation.secret_key, out)
+    (folder2,) = report_folders(out)
+    (msg_file,) = folder2.glob("message-*.txt")
+    assert f"Fue el lunes. {answer_canary}" in msg_file.read_text(encoding="utf-8")
+    assert (folder2 / "attachments" / "factura.txt").read_bytes() == answer_file.read_bytes()
+
+    needles = {"reply": reply_canary.encode(), "answer": answer_canary.encode(),
+               "passphrase": phrase.encode(), "User-Agent": canary["ua"].encode()}
+    assert find_needles(live_server.written_files(), needles) == []

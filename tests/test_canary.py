@@ -19,9 +19,14 @@ from pathlib import Path
 
 from conftest import LiveServer, Workstation
 from helpers import api_payload, find_needles, multipart, report_folders
+from sqlalchemy import select
 
+from whistle.cases import import_replies
+from whistle.crypto import UnitPublicKey
 from whistle.db import make_engine, make_sessionmaker
 from whistle.export import export_bundle
+from whistle.models import Report
+from whistle.replies import SealedReply, seal_reply
 from whistle.workstation import decrypt_bundle
 
 
@@ -88,7 +93,27 @@ def test_canary_nothing_sensitive_at_rest(live_server: LiveServer, workstation: 
     assert status == 201, text
     api_phrase = re.search(r'"passphrase":\s*"([^"]+)"', text).group(1)  # type: ignore[union-attr]
 
+    # Two-way: a reply from the unit, read by the source, and a follow-up message with a file.
+    reply_canary = f"CANARY-REPLY-{tag}"
+    message_canary = f"CANARY-MESSAGE-{tag}"
+    engine = make_engine(live_server.app_config.database_url)
+    with make_sessionmaker(engine).begin() as db:
+        for report in db.scalars(select(Report)):
+            sealed = seal_reply(f"Respuesta {reply_canary}", UnitPublicKey(report.source_public_key))
+            import_replies(db, [SealedReply(report.id, report.source_public_key, sealed)], "alice")
+    engine.dispose()
+    status, html = browser.request("/followup")
+    data, ctype = multipart([("csrf_token", _token(html)), ("passphrase", form_phrase)])
+    status, html = browser.request("/followup", data, {"Content-Type": ctype})
+    assert status == 200 and reply_canary in html, "the source could not read the reply"
+    data, ctype = multipart([("csrf_token", _token(html)), ("body", f"Mensaje {message_canary}"),
+                             ("attachments", (name_canary, "text/plain", attachment))])
+    status, html = browser.request("/case", data, {"Content-Type": ctype})
+    assert status == 200 and "entry message" in html
+
     needles = {
+        "reply text": reply_canary.encode(),
+        "message text": message_canary.encode(),
         "report text": body_canary.encode(),
         "attachment content": file_canary,
         "attachment name": name_canary.encode(),
@@ -115,6 +140,8 @@ def test_canary_nothing_sensitive_at_rest(live_server: LiveServer, workstation: 
     for folder in folders:
         assert body_canary in (folder / "report.txt").read_text(encoding="utf-8")
         assert (folder / "attachments" / name_canary).read_bytes() == attachment
+    messages = [p for folder in folders for p in folder.glob("message-*.txt")]
+    assert len(messages) == 1 and message_canary in messages[0].read_text(encoding="utf-8")
 
 
 def test_canary_no_plaintext_through_temporary_files(client, app, workstation: Workstation,  # type: ignore[no-untyped-def]

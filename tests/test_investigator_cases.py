@@ -13,19 +13,18 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import Account, Workstation, csrf_token, login
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import post_form, report_folders
 from sqlalchemy import select
+from test_followup import RECEIPT
+from test_followup import login as source_login
 
 from whistle import cli
 from whistle.bundle import BundleReader
 from whistle.models import AuditEntry, Item, Report
 from whistle.workstation import decrypt_bundle
-
-from conftest import Account, Workstation, csrf_token, login
-from helpers import post_form, report_folders
-from test_followup import RECEIPT
-from test_followup import login as source_login
 
 
 @pytest.fixture

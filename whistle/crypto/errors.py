@@ -1,0 +1,28 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""The one exception hierarchy of :mod:`whistle.crypto`, rooted at :class:`CryptoError`."""
+
+from __future__ import annotations
+
+
+class CryptoError(Exception):
+    """Base class of every error raised by :mod:`whistle.crypto`."""
+
+
+class KeyFormatError(CryptoError):
+    """A key or key file is malformed: wrong length, bad base64, unknown format."""
+
+
+class DecryptionError(CryptoError):
+    """Ciphertext did not authenticate: wrong key, or the bytes were altered."""
+
+
+class WrongPassphraseError(DecryptionError):
+    """The passphrase given for an encrypted private key file is wrong."""
+
+
+class EnvelopeFormatError(CryptoError):
+    """A decrypted envelope is not a valid version-1 envelope (see docs/protocol.md)."""
+
+
+class StreamFormatError(DecryptionError):
+    """An attachment stream is truncated, reordered, altered or of the wrong size."""
