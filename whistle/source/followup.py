@@ -149,7 +149,8 @@ def api_message() -> ResponseReturnValue:
 
     current = current_source()
     if current is None:
-        return jsonify(error="session", message=_("Your session has ended. Please log in again.")), 401
+        return jsonify(error="session", message=_(
+            "Your session has ended. Please enter your passphrase again.")), 401
     sealed, attachments = common.read_sealed_upload("message")
     with get_state().sessions.begin() as db:
         add_message(db, current[0], sealed, attachments, "browser")
