@@ -58,6 +58,14 @@ def environ(tmp_path: Path, workstation: Workstation) -> dict[str, str]:
         "WHISTLE_DATA_DIR": str(tmp_path / "instance"),
         "WHISTLE_UNIT_KEY": str(keys / "unit.pub"),
         "WHISTLE_MAX_UPLOAD_MB": "20",
+        # Generous ceilings so that tests which file many reports are not throttled; the limits
+        # themselves are tested with low values in test_limits.py, and the defaults there too.
+        "WHISTLE_LIMIT_SUBMIT_GLOBAL": "10000 per minute",
+        "WHISTLE_LIMIT_SUBMIT_SESSION": "10000 per minute",
+        "WHISTLE_LIMIT_LOGIN_GLOBAL": "10000 per minute",
+        "WHISTLE_LIMIT_LOGIN_SESSION": "10000 per minute",
+        "WHISTLE_LIMIT_LOGIN_FAILURES_GLOBAL": "10000 per minute",
+        "WHISTLE_LIMIT_MESSAGE_SESSION": "10000 per minute",
     }
 
 

@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, jsonify, make_response, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_babel import Babel
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -117,12 +117,24 @@ def _register_errors(app: Flask) -> None:
             405: _("This page does not accept that kind of request."),
             413: _("What you sent is too large."),
             429: _("Too many requests right now. Please wait a few minutes and try again."),
+            503: _("The server is busy. Please wait a minute and try again."),
         }
         message = messages.get(code, _("Something went wrong."))
         if _wants_json():
             error = "too_large" if code == 413 else f"http_{code}"
-            return jsonify(error=error, message=message), code
-        return render_template("error.html", code=code, message=message), code
+            response = make_response(jsonify(error=error, message=message), code)
+        else:
+            response = make_response(render_template("error.html", code=code, message=message), code)
+        # Keep what the exception says about the protocol (Allow on 405, for instance).
+        carried = dict(exc.get_headers())
+        for name in ("Allow", "Retry-After"):
+            if name in carried:
+                response.headers[name] = carried[name]
+        if code == 429 and "Retry-After" not in response.headers:
+            response.headers["Retry-After"] = str(limits.retry_after())
+        if code == 503:
+            response.headers.setdefault("Retry-After", "30")
+        return response
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception) -> ResponseReturnValue:

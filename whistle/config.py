@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -38,6 +38,22 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Rate limits in flask-limiter's notation ("20 per minute;300 per hour"). None is keyed
+    on an address: behind Tor every request comes from 127.0.0.1."""
+
+    # Each submission costs one argon2 derivation (64 MiB, ~0.3 s): a global ceiling bounds the
+    # work a flood can cause, whoever sends it.
+    submit_global: str = "20 per minute;600 per hour"
+    submit_session: str = "5 per hour"
+    login_global: str = "30 per minute;600 per hour"
+    login_session: str = "20 per hour"
+    # Failed passphrases across all sessions: guessing is hopeless (91 bits), this bounds the cost.
+    login_failures_global: str = "120 per hour"
+    message_session: str = "30 per hour"
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole runtime configuration of one whistle instance."""
 
@@ -53,6 +69,7 @@ class Config:
     argon2_concurrency: int = 2
     ack_days: int = 7
     feedback_months: int = 3
+    limits: Limits = field(default_factory=lambda: Limits())
 
     @property
     def key_dir(self) -> Path:
@@ -118,6 +135,23 @@ def _categories(raw: str | None) -> tuple[tuple[str, str], ...]:
     return tuple(result)
 
 
+def _limits(environ: Mapping[str, str]) -> Limits:
+    from limits import parse_many
+
+    values = {}
+    for name in Limits.__dataclass_fields__:
+        var = f"WHISTLE_LIMIT_{name.upper()}"
+        raw = environ.get(var, "").strip()
+        if not raw:
+            continue
+        try:
+            parse_many(raw)
+        except ValueError:
+            raise ConfigError(f"{var} is not a rate limit like '20 per minute;300 per hour'") from None
+        values[name] = raw
+    return Limits(**values)
+
+
 def load_config(environ: Mapping[str, str], *, cwd: Path | None = None) -> Config:
     """Build the configuration from ``environ`` (pass ``os.environ``); pure apart from ``cwd``.
 
@@ -156,4 +190,5 @@ def load_config(environ: Mapping[str, str], *, cwd: Path | None = None) -> Confi
         argon2_concurrency=_int(environ, "WHISTLE_ARGON2_CONCURRENCY", 2, 1, 64),
         ack_days=_int(environ, "WHISTLE_ACK_DAYS", 7, 1, 365),
         feedback_months=_int(environ, "WHISTLE_FEEDBACK_MONTHS", 3, 1, 24),
+        limits=_limits(environ),
     )

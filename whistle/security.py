@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from flask import Flask, Response, request
+from flask.typing import ResponseReturnValue
 
 CSP = "; ".join([
     "default-src 'none'",
@@ -31,7 +32,23 @@ HEADERS = {
 }
 
 
+def is_tor2web() -> bool:
+    """Tor2web proxies announce themselves; through one, the proxy's operator sees everything."""
+    return any(name.lower() == "x-tor2web" for name in request.headers.keys())
+
+
 def init_app(app: Flask) -> None:
+    @app.before_request
+    def _refuse_tor2web() -> ResponseReturnValue | None:
+        if is_tor2web():
+            from flask import render_template
+            from flask_babel import gettext as _
+
+            message = _("You are using a Tor2web proxy, which can see everything you send. "
+                        "Please use Tor Browser to reach this site directly.")
+            return render_template("error.html", code=403, message=message), 403
+        return None
+
     @app.after_request
     def _headers(response: Response) -> Response:
         for name, value in HEADERS.items():

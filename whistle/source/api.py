@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import jsonify, request
 from flask.typing import ResponseReturnValue
 
+from ..limits import submission_limits
 from ..state import get_state
 from . import bp, common
 
@@ -22,6 +23,7 @@ def upload_rejected(exc: common.UploadRejected) -> ResponseReturnValue:
 
 
 @bp.post("/api/v1/reports")
+@submission_limits
 def api_submit() -> ResponseReturnValue:
     sealed, attachments = common.read_sealed_upload("report")
     passphrase = common.finish_submission(sealed, attachments, "browser", request.form.get("lang", "es"))

@@ -12,13 +12,15 @@ from collections.abc import Callable
 from functools import wraps
 from typing import TypeVar
 
-from flask import flash, redirect, render_template, request, session, url_for
+from flask import abort, flash, make_response, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from sqlalchemy import select
 
 from ..cases import add_message
 from ..crypto import CryptoError, UnitSecretKey, open_envelope
+from ..limits import backoff_failed, backoff_remaining, login_limits, message_limits
 from ..models import Report
 from ..passphrase import GateBusyError, PassphraseError
 from ..state import get_state
@@ -50,18 +52,21 @@ def source_required(view: F) -> F:
 
 
 @bp.route("/followup", methods=["GET", "POST"])
+@login_limits
 def followup() -> ResponseReturnValue:
     from .forms import FollowupForm
 
     form = FollowupForm()
     if request.method == "GET" or not form.validate_on_submit():
         return render_template("followup.html", form=form), 400 if request.method == "POST" else 200
+    wait = backoff_remaining()
+    if wait:
+        return _too_soon(wait)
     state = get_state()
     try:
         keys = state.gate.derive(form.passphrase.data or "", state.secrets.argon2)
     except GateBusyError:
-        return render_template("error.html", code=503, message=_(
-            "The server is busy. Please wait a minute and try again.")), 503
+        abort(503)
     except PassphraseError:
         keys = None
     # The form's field is cleared so the passphrase is never echoed back into a page.
@@ -71,6 +76,7 @@ def followup() -> ResponseReturnValue:
         with state.sessions() as db:
             report_id = db.scalar(select(Report.id).where(Report.login_hash == keys.login_hash))
     if report_id is None or keys is None:
+        backoff_failed()
         form.passphrase.errors = [_("That passphrase does not match any report. Check the words "
                                     "and try again.")]
         return render_template("followup.html", form=form), 400
@@ -84,6 +90,14 @@ def followup() -> ResponseReturnValue:
         session["lang"] = lang
     session[TOKEN] = state.source_sessions.open(report_id, keys.secret_key)
     return redirect(url_for("source.case"))
+
+
+def _too_soon(wait: int) -> ResponseReturnValue:
+    message = ngettext("Too many wrong passphrases. Please wait %(num)d second and try again.",
+                       "Too many wrong passphrases. Please wait %(num)d seconds and try again.", wait)
+    response = make_response(render_template("error.html", code=429, message=message), 429)
+    response.headers["Retry-After"] = str(wait)
+    return response
 
 
 @bp.post("/logout")
@@ -101,6 +115,7 @@ def logout() -> ResponseReturnValue:
 
 @bp.route("/case", methods=["GET", "POST"])
 @source_required
+@message_limits
 def case() -> ResponseReturnValue:
     from .forms import MessageForm
 
@@ -144,6 +159,7 @@ def case_view(report_id: str, secret_key: UnitSecretKey) -> dict[str, object]:
 
 
 @bp.post("/api/v1/messages")
+@message_limits
 def api_message() -> ResponseReturnValue:
     from flask import jsonify
 

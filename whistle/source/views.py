@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import render_template, request
 from flask_babel import get_locale
 
+from ..limits import submission_limits
 from ..state import get_state
 from . import bp, common
 
@@ -17,6 +18,7 @@ def index() -> str:
 
 
 @bp.route("/submit", methods=["GET", "POST"])
+@submission_limits
 def submit() -> tuple[str, int] | str:
     from .forms import SubmitForm
 
