@@ -7,6 +7,7 @@ the defaults in whistle.instance and whistle.crypto.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,12 +50,48 @@ def workstation(tmp_path: Path) -> Workstation:
     return Workstation(secret_key=key, key_file=key_file, passphrase_file=pass_file, root=root)
 
 
+# The second CI run points these at a real PostgreSQL and Redis (see .ci/services): every test
+# then gets a database of its own on that server, and Redis for limits and source sessions.
+TEST_POSTGRES = os.environ.get("WHISTLE_TEST_POSTGRES", "")
+TEST_REDIS = os.environ.get("WHISTLE_TEST_REDIS", "")
+
+
 @pytest.fixture
-def environ(tmp_path: Path, workstation: Workstation) -> dict[str, str]:
+def database_url(tmp_path: Path) -> Iterator[str | None]:
+    """None (SQLite in the data folder) or a fresh PostgreSQL database, dropped afterwards."""
+    if not TEST_POSTGRES:
+        yield None
+        return
+    import secrets
+
+    from sqlalchemy import create_engine, text
+
+    name = "whistle_test_" + secrets.token_hex(6)
+    admin = create_engine(TEST_POSTGRES, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = TEST_POSTGRES.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def uses_sqlite(config: Config) -> bool:
+    return config.database_url.startswith("sqlite")
+
+
+@pytest.fixture
+def environ(tmp_path: Path, workstation: Workstation, database_url: str | None) -> dict[str, str]:
     keys = tmp_path / "keys"
     keys.mkdir()
     (keys / "unit.pub").write_text(workstation.secret_key.public_key.to_file_text())
-    return {
+    backends = {"WHISTLE_DATABASE_URL": database_url} if database_url else {}
+    if TEST_REDIS:
+        backends["WHISTLE_RATELIMIT_STORAGE"] = TEST_REDIS
+    return backends | {
         "WHISTLE_DATA_DIR": str(tmp_path / "instance"),
         "WHISTLE_UNIT_KEY": str(keys / "unit.pub"),
         "WHISTLE_MAX_UPLOAD_MB": "20",
@@ -114,9 +151,28 @@ class LiveServer:
     app_config: Config
 
     def written_files(self) -> list[Path]:
-        """Every file the server could have written: data folder, its temp folder, its logs."""
-        found = [p for root in (self.data_dir, self.tmp_dir) for p in root.rglob("*") if p.is_file()]
-        return found + [p for p in self.log_files if p.exists()]
+        """Every file the server could have written: data folder, its temp folder, its logs,
+        and with the real backends PostgreSQL's data directory (tables and WAL) and a dump of
+        every Redis value."""
+        return written_files([self.data_dir, self.tmp_dir], self.log_files, self.tmp_dir.parent)
+
+
+def written_files(roots: list[Path], extra: list[Path], scratch: Path) -> list[Path]:
+    found = [p for root in roots if root.exists() for p in root.rglob("*") if p.is_file()]
+    found += [p for p in extra if p.exists()]
+    pg_data = os.environ.get("WHISTLE_TEST_POSTGRES_DATA", "")
+    if TEST_POSTGRES and pg_data:
+        found += [p for p in Path(pg_data).rglob("*") if p.is_file()]
+    if TEST_REDIS:
+        import redis
+
+        client = redis.Redis.from_url(TEST_REDIS)
+        dump = scratch / "redis-values.bin"
+        with dump.open("wb") as fh:
+            for key in client.scan_iter(count=1000):
+                fh.write(key + b"\n" + (client.dump(key) or b"") + b"\n")
+        found.append(dump)
+    return found
 
 
 def _free_port() -> int:

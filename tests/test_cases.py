@@ -132,7 +132,8 @@ def test_cases_delete_removes_every_blob(db: Session) -> None:
     assert db.scalar(select(func.count()).select_from(Blob)) == blobs_before - 4
     assert db.scalar(select(func.count()).select_from(BlobChunk)) == blobs_before - 4
     assert db.scalar(select(func.count()).select_from(Item).where(Item.report_id == gone.id)) == 0
-    assert db.execute(text("PRAGMA secure_delete")).scalar() == 1
+    if db.bind.dialect.name == "sqlite":  # type: ignore[union-attr]
+        assert db.execute(text("PRAGMA secure_delete")).scalar() == 1
     with pytest.raises(CaseError):
         delete_case(db, gone.id, "ana")
 

@@ -75,3 +75,19 @@ def test_instance_malformed_secrets_refused(environ: dict[str, str], tmp_path: P
 def test_instance_secrets_round_trip() -> None:
     s = InstanceSecrets.generate(time_cost=2, memory_cost_kib=1024)
     assert InstanceSecrets.from_json(s.to_json()) == s
+
+
+@pytest.mark.parametrize("interface, source_status, investigator_status", [
+    ("source", 200, 404), ("investigator", 404, 200), ("all", 200, 200)])
+def test_instance_interface_serves_only_its_pages(environ: dict[str, str], tmp_path: Path,
+                                                  interface: str, source_status: int,
+                                                  investigator_status: int) -> None:
+    """The source onion service must not expose the investigators' login page, and vice versa."""
+    from whistle.instance import load_or_create_secrets
+
+    config = load_config(environ | {"WHISTLE_INTERFACE": interface}, cwd=tmp_path)
+    load_or_create_secrets(config, time_cost=1, memory_cost_kib=8)
+    client = create_app(config).test_client()
+    assert client.get("/submit").status_code == source_status
+    assert client.get("/investigator/login").status_code == investigator_status
+    assert client.get("/no-such-page").status_code == 404  # the error page renders either way

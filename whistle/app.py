@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from flask import Flask, jsonify, make_response, render_template, request
+from flask import Flask, jsonify, make_response, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import Babel
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -18,7 +18,7 @@ from .config import Config, load_config
 from .db import make_sessionmaker
 from .instance import check_key_folder, init_instance
 from .passphrase import DerivationGate
-from .source_sessions import SourceSessionStore
+from .source_sessions import make_store
 from .state import State
 from .uploads import WhistleRequest
 
@@ -67,7 +67,7 @@ def create_app(config: Config | None = None) -> Flask:
         engine=engine,
         sessions=make_sessionmaker(engine),
         gate=DerivationGate(config.argon2_concurrency),
-        source_sessions=SourceSessionStore(),
+        source_sessions=make_store(config.ratelimit_storage, secrets.key_prefix),
     )
     _quiet_logging(app)
 
@@ -80,9 +80,18 @@ def create_app(config: Config | None = None) -> Flask:
     from .investigator import bp as investigator_bp
     from .source import bp as source_bp
 
-    app.register_blueprint(source_bp)
-    app.register_blueprint(investigator_bp)
+    if config.interface in ("all", "source"):
+        app.register_blueprint(source_bp)
+    if config.interface in ("all", "investigator"):
+        app.register_blueprint(investigator_bp)
     _register_errors(app)
+
+    @app.context_processor
+    def _home() -> dict[str, str]:
+        # The start page of whichever interface this process serves.
+        home = "source.index" if "source" in app.blueprints else "investigator.case_list"
+        return {"home_url": url_for(home)}
+
     return app
 
 

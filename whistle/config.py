@@ -70,6 +70,9 @@ class Config:
     ack_days: int = 7
     feedback_months: int = 3
     limits: Limits = field(default_factory=lambda: Limits())
+    # Which pages this process serves: "all" on one machine; in production the source onion
+    # service and the investigator onion service (client authorisation) run separate processes.
+    interface: str = "all"
 
     @property
     def key_dir(self) -> Path:
@@ -110,6 +113,13 @@ def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = environ.get(name, "").strip() or choices[0]
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 def _categories(raw: str | None) -> tuple[tuple[str, str], ...]:
@@ -191,4 +201,5 @@ def load_config(environ: Mapping[str, str], *, cwd: Path | None = None) -> Confi
         ack_days=_int(environ, "WHISTLE_ACK_DAYS", 7, 1, 365),
         feedback_months=_int(environ, "WHISTLE_FEEDBACK_MONTHS", 3, 1, 24),
         limits=_limits(environ),
+        interface=_choice(environ, "WHISTLE_INTERFACE", ("all", "source", "investigator")),
     )

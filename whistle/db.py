@@ -28,6 +28,9 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
+    if url.startswith("postgresql://"):
+        # psycopg 3 is the driver whistle ships with; plain postgresql:// would mean psycopg2.
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
     return create_engine(url, pool_pre_ping=True)
 
 

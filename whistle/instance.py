@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -20,8 +21,9 @@ from .crypto import (
     b64encode,
     is_version,
 )
-from .db import create_schema, make_engine
-from .passphrase import Argon2Params
+from .db import make_engine
+from .migrate import upgrade_database
+from .passphrase import Argon2Params, PassphraseError
 from .storage import atomic_write
 
 SECRETS_FORMAT = "whistle-instance-secrets"
@@ -40,6 +42,12 @@ class InstanceSecrets:
 
     flask_secret_key: str
     argon2: Argon2Params
+
+    @property
+    def key_prefix(self) -> str:
+        """A Redis key prefix unique to this instance (reveals nothing about the secret)."""
+        digest = hashlib.sha256(b"whistle-redis-prefix:" + self.flask_secret_key.encode()).hexdigest()
+        return f"whistle:{digest[:16]}:"
 
     def to_json(self) -> str:
         return json.dumps({
@@ -67,7 +75,10 @@ class InstanceSecrets:
                     parallelism=int(doc["argon2_parallelism"]),
                 ),
             )
-        except (ValueError, KeyError, TypeError, AttributeError, KeyFormatError) as exc:
+        # OverflowError: a cost of Infinity; RecursionError: deep JSON; PassphraseError: a short
+        # salt or costs out of range (Argon2Params).
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError,
+                KeyFormatError, PassphraseError) as exc:
             raise InstanceError(f"instance secrets are malformed: {exc}") from exc
 
     @classmethod
@@ -137,5 +148,5 @@ def init_instance(
     config.spool_dir.mkdir(exist_ok=True, mode=0o700)
     secrets_ = load_or_create_secrets(config, time_cost=time_cost, memory_cost_kib=memory_cost_kib)
     engine = make_engine(config.database_url)
-    create_schema(engine)
+    upgrade_database(engine)
     return secrets_, engine

@@ -25,9 +25,16 @@ BACKOFF_CAP_SECONDS = 300
 FREE_FAILURES = 3
 
 
+def instance_key(name: str) -> str:
+    """A limiter key for this instance. flask-limiter keeps the key prefix of the first app it was
+    bound to, so the instance's own prefix goes into every key instead: two instances sharing one
+    Redis (or two apps in one test process) never share counters."""
+    return get_state().secrets.key_prefix + name
+
+
 def _global_key() -> str:
     # One bucket for everyone: a ceiling on an expensive endpoint, whoever calls it.
-    return "global"
+    return instance_key("global")
 
 
 def session_key() -> str:
@@ -39,7 +46,7 @@ def session_key() -> str:
     if not isinstance(rid, str):
         rid = secrets.token_urlsafe(12)
         session[_SESSION_KEY] = rid
-    return "s:" + rid
+    return instance_key("s:" + rid)
 
 
 # Rate-limit headers off: they would tell a flooder exactly how much room is left. The 429 page
@@ -88,8 +95,9 @@ def login_limits(view: F) -> F:
         view,
         limiter.limit(lambda: _limits().login_global, key_func=_global_key, methods=["POST"]),
         limiter.limit(lambda: _limits().login_session, key_func=session_key, methods=["POST"]),
-        limiter.limit(lambda: _limits().login_failures_global, key_func=lambda: "login-failures",
-                      methods=["POST"], deduct_when=_failed),
+        limiter.limit(lambda: _limits().login_failures_global,
+                      key_func=lambda: instance_key("login-failures"), methods=["POST"],
+                      deduct_when=_failed),
     )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -59,6 +60,12 @@ class Report(Base):
     """A case: one source, one passphrase, the items that went back and forth."""
 
     __tablename__ = "reports"
+    # The investigators' list filters by status and sorts by a date: indexes keep 100,000 cases fast.
+    __table_args__ = (
+        Index("ix_reports_status_received", "status", "received_on", "id"),
+        Index("ix_reports_received", "received_on", "id"),
+        Index("ix_reports_updated", "updated_on", "id"),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     received_on: Mapped[dt.date] = mapped_column(Date, nullable=False)
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="received")
@@ -79,7 +86,10 @@ class Item(Base):
     """A sealed envelope (report, follow-up message or reply) and its attachments."""
 
     __tablename__ = "items"
-    __table_args__ = (UniqueConstraint("report_id", "seq"),)
+    __table_args__ = (
+        UniqueConstraint("report_id", "seq"),
+        Index("ix_items_report_kind", "report_id", "kind", "exported"),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     report_id: Mapped[str] = mapped_column(
         ForeignKey("reports.id", ondelete="CASCADE"), nullable=False, index=True

@@ -1,11 +1,14 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
 """Where a logged-in source's private key lives while they read replies, and nowhere else.
 
-The source's X25519 key is re-derived from the passphrase at login. It is kept in this process's
-memory, encrypted under a key derived from a random token; the token travels only in the source's
-(signed, HttpOnly, SameSite=Strict) session cookie. The store alone cannot decrypt an entry and the
-cookie alone holds no key. Entries die after 30 idle minutes or at logout, after which the cookie
-is worthless. Nothing is written to disk.
+The source's X25519 key is re-derived from the passphrase at login. It is kept encrypted under a
+key derived from a random token; the token travels only in the source's (signed, HttpOnly,
+SameSite=Strict) session cookie. The store alone cannot decrypt an entry and the cookie alone
+holds no key. Entries die after 30 idle minutes or at logout, after which the cookie is worthless.
+
+Two stores: this process's memory (one worker), or Redis when several workers or hosts serve the
+site (a source's next request may land on another worker). Redis keeps only the encrypted
+entries, with an expiry, so even a Redis dump on disk reveals no key without the cookie.
 """
 
 from __future__ import annotations
@@ -33,6 +36,22 @@ class _Entry:
 class SourceSessionStore:
     """An in-memory map from ``sha256(token)`` to the encrypted (report id, source key)."""
 
+    def _seal(self, report_id: str, secret_key: UnitSecretKey) -> tuple[str, bytes, bytes]:
+        token = secrets.token_urlsafe(32)
+        lookup, box = self._box(token)
+        sealed = box.encrypt(report_id.encode("ascii") + b"\0" + secret_key.encode())
+        return token, lookup, bytes(sealed)
+
+    @classmethod
+    def _unseal(cls, token: str, sealed: bytes) -> tuple[str, UnitSecretKey] | None:
+        _, box = cls._box(token)
+        try:
+            plain = box.decrypt(sealed)
+        except nacl.exceptions.CryptoError:
+            return None
+        report_id, _, raw_key = plain.partition(b"\0")
+        return report_id.decode("ascii"), UnitSecretKey.from_raw(raw_key)
+
     def __init__(self, idle_seconds: int = IDLE_SECONDS) -> None:
         self._idle = idle_seconds
         self._entries: dict[bytes, _Entry] = {}
@@ -47,18 +66,16 @@ class SourceSessionStore:
 
     def open(self, report_id: str, secret_key: UnitSecretKey) -> str:
         """Start a session; return the token to put in the source's cookie."""
-        token = secrets.token_urlsafe(32)
-        lookup, box = self._box(token)
-        sealed = box.encrypt(report_id.encode("ascii") + b"\0" + secret_key.encode())
+        token, lookup, sealed = self._seal(report_id, secret_key)
         with self._lock:
             self._purge()
-            self._entries[lookup] = _Entry(sealed=bytes(sealed), last_seen=time.monotonic())
+            self._entries[lookup] = _Entry(sealed=sealed, last_seen=time.monotonic())
         return token
 
     def get(self, token: str) -> tuple[str, UnitSecretKey] | None:
         """The session's report id and key, refreshing its idle timer; None if gone or forged."""
         try:
-            lookup, box = self._box(token)
+            lookup, _ = self._box(token)
         except UnicodeEncodeError:
             return None
         with self._lock:
@@ -68,12 +85,7 @@ class SourceSessionStore:
                 return None
             entry.last_seen = time.monotonic()
             sealed = entry.sealed
-        try:
-            plain = box.decrypt(sealed)
-        except nacl.exceptions.CryptoError:
-            return None
-        report_id, _, raw_key = plain.partition(b"\0")
-        return report_id.decode("ascii"), UnitSecretKey.from_raw(raw_key)
+        return self._unseal(token, sealed)
 
     def close(self, token: str) -> None:
         """End a session (logout)."""
@@ -90,3 +102,44 @@ class SourceSessionStore:
         with self._lock:
             self._purge()
             return len(self._entries)
+
+
+class RedisSourceSessionStore(SourceSessionStore):
+    """The same encrypted entries in Redis, shared by every worker, expiring after idle time."""
+
+    def __init__(self, url: str, prefix: str, idle_seconds: int = IDLE_SECONDS) -> None:
+        import redis
+
+        super().__init__(idle_seconds)
+        self._redis = redis.Redis.from_url(url)
+        self._prefix = prefix + "source-session:"
+
+    def open(self, report_id: str, secret_key: UnitSecretKey) -> str:
+        token, lookup, sealed = self._seal(report_id, secret_key)
+        self._redis.set(self._prefix + lookup.hex(), sealed, ex=self._idle)
+        return token
+
+    def get(self, token: str) -> tuple[str, UnitSecretKey] | None:
+        try:
+            lookup, _ = self._box(token)
+        except UnicodeEncodeError:
+            return None
+        # GETEX refreshes the idle timer in the same round trip.
+        sealed = self._redis.getex(self._prefix + lookup.hex(), ex=self._idle)
+        if not isinstance(sealed, bytes):
+            return None
+        return self._unseal(token, sealed)
+
+    def close(self, token: str) -> None:
+        lookup, _ = self._box(token)
+        self._redis.delete(self._prefix + lookup.hex())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._redis.scan_iter(match=self._prefix + "*"))
+
+
+def make_store(storage_url: str, prefix: str) -> SourceSessionStore:
+    """Redis when the rate-limit storage is Redis (several workers), else this process's memory."""
+    if storage_url.startswith(("redis://", "rediss://", "redis+unix://")):
+        return RedisSourceSessionStore(storage_url.replace("redis+unix://", "unix://"), prefix)
+    return SourceSessionStore()

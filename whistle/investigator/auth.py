@@ -28,7 +28,7 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length, Regexp
 
 from .. import accounts, audit
-from ..limits import limiter
+from ..limits import instance_key, limiter, retry_after
 from ..models import Investigator
 from ..state import get_state
 from . import bp
@@ -186,13 +186,14 @@ def _throttled(exc: Exception) -> ResponseReturnValue:
                     "make these attempts, tell an administrator.")
     else:
         message = _("Too many requests right now. Please wait a few minutes and try again.")
-    return render_template("error.html", code=429, message=message), 429
+    return render_template("error.html", code=429, message=message), 429, {
+        "Retry-After": str(retry_after())}
 
 
 def _name_key() -> str:
     # Normalised like account names, so "Alice" and "alice " share one bucket; cut so a huge
     # submitted name cannot bloat the limiter's storage.
-    return "login-name:" + accounts.normalise_name(request.form.get("name", ""))[:80]
+    return instance_key("login-name:" + accounts.normalise_name(request.form.get("name", ""))[:80])
 
 
 def _login_failed(_response: Response) -> bool:

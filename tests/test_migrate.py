@@ -1,0 +1,106 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Alembic migrations: an empty database reaches the models' schema, and an old database holding
+data is upgraded and read back — on SQLite and, in the second CI run, on PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from conftest import Workstation
+from helpers import export_and_decrypt, report_folders
+from sqlalchemy import MetaData, Table, insert
+from test_followup import login
+
+from whistle import cli, create_app
+from whistle.config import Config
+from whistle.crypto import AttachmentRef, Envelope, encrypt_stream, new_stream_key, seal_envelope
+from whistle.db import make_engine
+from whistle.instance import load_or_create_secrets
+from whistle.migrate import current_revision, head_revision, upgrade_database
+from whistle.models import Base
+from whistle.passphrase import derive, generate
+from whistle.storage import BLOB_CHUNK_SIZE
+
+
+def test_migrate_empty_database_reaches_model_schema(config: Config) -> None:
+    engine = make_engine(config.database_url)
+    assert current_revision(engine) is None
+    upgrade_database(engine)
+    assert current_revision(engine) == head_revision()
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
+                                 Base.metadata)
+    assert diffs == []
+    upgrade_database(engine)  # idempotent
+    engine.dispose()
+
+
+def test_migrate_old_database_with_data_upgrades_and_reads_back(
+    config: Config, workstation: Workstation, tmp_path: Path
+) -> None:
+    """A database from the first release (revision 0001), holding a report with an attachment,
+    is upgraded to the current schema; the unit still decrypts it and the source still logs in."""
+    secrets = load_or_create_secrets(config)
+    engine = make_engine(config.database_url)
+    upgrade_database(engine, "0001")
+    assert current_revision(engine) == "0001"
+
+    phrase = generate("es")
+    keys = derive(phrase, secrets.argon2)
+    data = os.urandom(BLOB_CHUNK_SIZE + 1000)  # two database chunks
+    key = new_stream_key()
+    stream = io.BytesIO()
+    encrypt_stream(io.BytesIO(data), stream, key)
+    cipher = stream.getvalue()
+    sealed = seal_envelope(Envelope(kind="report", category="corruption", body="Informe antiguo",
+                                    attachments=(AttachmentRef("viejo.pdf", "application/pdf",
+                                                               len(data), key),)),
+                           workstation.secret_key.public_key)
+    day = dt.date(2026, 1, 15)
+    old = MetaData()
+    old.reflect(engine)
+    t = {name: Table(name, old) for name in ("blobs", "blob_chunks", "reports", "items", "attachments")}
+    with engine.begin() as conn:
+        conn.execute(insert(t["blobs"]), [{"id": "b" * 32, "size": len(sealed)},
+                                          {"id": "c" * 32, "size": len(cipher)}])
+        conn.execute(insert(t["blob_chunks"]), [
+            {"blob_id": "b" * 32, "seq": 0, "data": sealed},
+            {"blob_id": "c" * 32, "seq": 0, "data": cipher[:BLOB_CHUNK_SIZE]},
+            {"blob_id": "c" * 32, "seq": 1, "data": cipher[BLOB_CHUNK_SIZE:]}])
+        conn.execute(insert(t["reports"]), [{
+            "id": "0123456789abcdef", "received_on": day, "status": "received", "sealed_by": "server",
+            "login_hash": keys.login_hash, "source_public_key": keys.public_key_bytes}])
+        conn.execute(insert(t["items"]), [{
+            "id": "1" * 16, "report_id": "0123456789abcdef", "seq": 1, "kind": "report",
+            "created_on": day, "sealed_by": "server", "exported": False, "envelope_blob_id": "b" * 32}])
+        conn.execute(insert(t["attachments"]), [{
+            "id": "2" * 16, "item_id": "1" * 16, "seq": 0, "blob_id": "c" * 32}])
+    engine.dispose()
+
+    app = create_app(config)  # upgrades on start
+    state = app.extensions["whistle"]
+    assert current_revision(state.engine) == head_revision()
+    out = export_and_decrypt(app, workstation, tmp_path)
+    (folder,) = report_folders(out)
+    assert "Informe antiguo" in (folder / "report.txt").read_text(encoding="utf-8")
+    assert (folder / "attachments" / "viejo.pdf").read_bytes() == data
+    client = app.test_client()
+    assert login(client, phrase).status_code == 302
+    html = client.get("/case?lang=en").get_data(as_text=True)
+    assert "2026-01-15" in html  # updated_on was filled from received_on
+
+
+def test_migrate_upgrade_command(server_env: Config, capsys) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(server_env.database_url)
+    upgrade_database(engine, "0001")
+    engine.dispose()
+    assert cli.main(["upgrade"]) == 0
+    assert head_revision() in capsys.readouterr().out
+    engine = make_engine(server_env.database_url)
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
