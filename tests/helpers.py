@@ -97,3 +97,49 @@ def find_needles(files: list[Path], needles: dict[str, bytes]) -> list[str]:
             if any(v in data for v in variants):
                 hits.append(f"{label} in {path}")
     return hits
+
+
+# --- The production server: gunicorn with deploy/gunicorn.conf.py ---------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+GUNICORN_CONF = REPO / "deploy" / "gunicorn.conf.py"
+
+
+def start_gunicorn(environ: dict[str, str], *, bind: str, tmp_dir: Path, stdout: object,
+                   stderr: object, extra_env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    """Start ``gunicorn -c deploy/gunicorn.conf.py wsgi:app`` as the production unit would, in a
+    process group of its own (``os.killpg(proc.pid, …)`` reaches the master and its workers).
+
+    Only the test instance's ``WHISTLE_*`` variables are passed on, and no ``GUNICORN_CMD_ARGS``
+    or ``FORWARDED_ALLOW_IPS`` from the calling environment can change the configuration.
+    """
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("WHISTLE_", "GUNICORN_", "FORWARDED_ALLOW_IPS"))}
+    env.update(environ, WHISTLE_BIND=bind, TMPDIR=str(tmp_dir), PYTHONUNBUFFERED="1")
+    env.update(extra_env or {})
+    return subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "wsgi:app"],
+        env=env, stdout=stdout, stderr=stderr, cwd=REPO, start_new_session=True,
+    )
+
+
+def wait_until_serving(url: str, proc, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``url`` until the server answers; raise with its exit status if it dies first."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/api/v1/unit-key", timeout=2):  # noqa: S310
+                return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with status {proc.returncode}") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start in time") from None
+            time.sleep(0.05)

@@ -104,3 +104,16 @@ def test_migrate_upgrade_command(server_env: Config, capsys) -> None:  # type: i
     engine = make_engine(server_env.database_url)
     assert current_revision(engine) == head_revision()
     engine.dispose()
+
+
+def test_migrate_refuses_unversioned_database(config: Config) -> None:
+    """Tables without a migration history (not made by this whistle): refuse, one clear line."""
+    import pytest
+
+    from whistle.instance import InstanceError
+
+    engine = make_engine(config.database_url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    with pytest.raises(InstanceError, match="no migration history"):
+        create_app(config)

@@ -99,6 +99,11 @@ def _quiet_logging(app: Flask) -> None:
     # Werkzeug's request log line carries the client address and path: never write it.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     app.logger.setLevel(logging.WARNING)
+    # Flask's default format starts with the exact time; a log line must not date an event
+    # (a failed submission, say) more precisely than the day the database records.
+    from flask.logging import default_handler
+
+    default_handler.setFormatter(logging.Formatter("%(levelname)s in %(module)s: %(message)s"))
 
 
 def _wants_json() -> bool:

@@ -22,7 +22,7 @@ from .crypto import (
     is_version,
 )
 from .db import make_engine
-from .migrate import upgrade_database
+from .migrate import MigrationError, upgrade_database
 from .passphrase import Argon2Params, PassphraseError
 from .storage import atomic_write
 
@@ -139,6 +139,15 @@ def load_or_create_secrets(
     return secrets_
 
 
+def _sweep_spool(spool: Path) -> None:
+    # Spool files are anonymous (O_TMPFILE) and vanish with the process. Where the filesystem
+    # lacks that, Python creates then unlinks a named file; a crash in between leaves an empty
+    # or ciphertext-only file that no request owns any more.
+    for entry in spool.iterdir():
+        if entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+
+
 def init_instance(
     config: Config, *, time_cost: int = 3, memory_cost_kib: int = 64 * 1024
 ) -> tuple[InstanceSecrets, Engine]:
@@ -146,7 +155,12 @@ def init_instance(
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(config.data_dir, 0o700)
     config.spool_dir.mkdir(exist_ok=True, mode=0o700)
+    _sweep_spool(config.spool_dir)
     secrets_ = load_or_create_secrets(config, time_cost=time_cost, memory_cost_kib=memory_cost_kib)
     engine = make_engine(config.database_url)
-    upgrade_database(engine)
+    try:
+        upgrade_database(engine)
+    except MigrationError as exc:
+        engine.dispose()
+        raise InstanceError(str(exc)) from exc
     return secrets_, engine

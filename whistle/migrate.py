@@ -8,9 +8,13 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect
 
 HEAD = "head"
+
+
+class MigrationError(Exception):
+    """The database cannot be brought to the current schema safely."""
 
 
 def _alembic_config() -> AlembicConfig:
@@ -34,8 +38,14 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade_database(engine: Engine, revision: str = HEAD) -> None:
     """Apply every migration up to ``revision`` (idempotent)."""
-    if revision == HEAD and current_revision(engine) == head_revision():
+    current = current_revision(engine)
+    if revision == HEAD and current == head_revision():
         return
+    if current is None and inspect(engine).get_table_names():
+        # Tables but no migration history: made by a pre-release that had no migrations, or not
+        # a whistle database at all. Refuse rather than guess.
+        raise MigrationError("the database has tables but no migration history; it was not made "
+                             "by this version of whistle. Restore a backup into an empty database.")
     cfg = _alembic_config()
     sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn:
