@@ -183,3 +183,31 @@ def test_add_investigator_prints_credentials_and_account_logs_in(
     assert "already exists" in capsys.readouterr().err
     assert cli.main(["audit", "verify"]) == 0
     assert capsys.readouterr().out.startswith("ok: 2 entries, head ")  # account_create, login
+
+
+def test_onion_client_key_prints_server_line_and_private_key(capsys: pytest.CaptureFixture[str]) -> None:
+    onion = "qo237ez233empfkmtiuv2ikccrr3zdhugonrojnbbx7udijgcc6eu2ad"
+    assert cli.main(["onion-client-key", "--name", "maria", "--onion", onion]) == 0
+    out = capsys.readouterr().out
+    assert "/var/lib/tor/whistle-investigator/authorized_clients/maria.auth" in out
+    public = re.search(r"^descriptor:x25519:([A-Z2-7]{52})$", out, re.M)
+    private = re.search(rf"^{onion}:descriptor:x25519:([A-Z2-7]{{52}})$", out, re.M)
+    assert public and private and re.search(rf"^{private.group(1)}$", out, re.M)
+    assert cli.main(["onion-client-key", "--name", "../etc"]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_upgrade_reports_schema_revision(server_env: Config, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from whistle.migrate import head_revision
+
+    head = head_revision()
+    assert cli.main(["upgrade"]) == 0
+    assert capsys.readouterr().out.strip() == f"database schema upgraded from revision (empty) to {head}"
+    assert cli.main(["upgrade"]) == 0
+    assert capsys.readouterr().out.strip() == f"database schema is up to date (revision {head})"
+    monkeypatch.setenv("WHISTLE_DATA_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.delenv("WHISTLE_DATABASE_URL", raising=False)
+    assert cli.main(["upgrade"]) == 1
+    assert "run 'whistle init' first" in capsys.readouterr().err

@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""The ``whistle`` command.
+"""The ``whistle`` command: argument parsing, and the commands that need no server.
 
-Workstation commands (``keygen``, ``fingerprint``, ``decrypt``) import no Flask and need no
-database; server commands (``init``, ``export``, ``add-investigator``, ``audit verify``, ``run``,
-``demo``) import what they need lazily. Every failure is one line on stderr and exit status 1.
+Workstation commands (``keygen``, ``fingerprint``, ``decrypt``, ``reply``) and
+``onion-client-key`` import no Flask and need no database. The server's commands (``init``,
+``export``, ``add-investigator``, ``audit verify``, ``import-replies``, ``backup``, ``restore``,
+``upgrade``, ``run``, ``demo``) live in :mod:`whistle.cli_server`, imported only when one runs.
+Every failure is one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -14,19 +16,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .bundle import BundleError
-from .config import Config, ConfigError, load_config
+from .config import ConfigError
 from .crypto import CryptoError, UnitPublicKey, UnitSecretKey, WrongPassphraseError
 from .instance import InstanceError
 from .storage import StorageError
 
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
-
 PASSPHRASE_ENV = "WHISTLE_KEY_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
-DEMO_DIR = Path("demo-workstation")
 
 
 class CommandError(Exception):
@@ -79,22 +76,42 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_keyring(key_files: list[str], passphrase_files: list[str] | None) -> list[UnitSecretKey]:
+    """Open the private keys given with ``--key``: one passphrase for all of them (one
+    ``--passphrase-file``, ``$WHISTLE_KEY_PASSPHRASE`` or the terminal), or one
+    ``--passphrase-file`` per ``--key``, in the same order."""
+    files = passphrase_files or []
+    if len(files) > 1 and len(files) != len(key_files):
+        raise CommandError("give one --passphrase-file for all keys, or one per --key in the same order")
+    shared = None if len(files) > 1 else read_key_passphrase(files[0] if files else None)
+    keys = []
+    for index, path in enumerate(key_files):
+        phrase = shared if shared is not None else read_key_passphrase(files[index])
+        try:
+            keys.append(UnitSecretKey.load_encrypted(Path(path), phrase))
+        except WrongPassphraseError as exc:
+            which = f" {path}" if len(key_files) > 1 else ""
+            raise CommandError(f"wrong passphrase for the private key{which}") from exc
+    return keys
+
+
 def cmd_decrypt(args: argparse.Namespace) -> int:
+    """Workstation: decrypt a bundle with one unit key, or several after a key rotation."""
     from .workstation import DecryptError, decrypt_bundle
 
-    phrase = read_key_passphrase(args.passphrase_file)
+    keys = load_keyring(args.key, args.passphrase_file)
     try:
-        key = UnitSecretKey.load_encrypted(Path(args.key), phrase)
-    except WrongPassphraseError as exc:
-        raise CommandError("wrong passphrase for the private key") from exc
-    try:
-        summary = decrypt_bundle(Path(args.bundle), key, Path(args.out), progress=_progress_printer())
+        summary = decrypt_bundle(Path(args.bundle), keys, Path(args.out), progress=_progress_printer())
     except DecryptError as exc:
         raise CommandError(f"decryption failed, nothing written: {exc}") from exc
     print(f"decrypted {summary.items} item(s) and {summary.attachments} attachment(s) into "
           f"{len(summary.report_dirs)} report folder(s) under {args.out}")
     for folder in summary.report_dirs:
         print(f"  {folder}")
+    if len(keys) > 1:
+        # Tells the unit when an old key is no longer needed for new bundles (docs/deploy.md).
+        for path, key, count in zip(args.key, keys, summary.opened_by, strict=True):
+            print(f"key {path} ({key.public_key.fingerprint()}) opened {count} item(s)")
     return 0
 
 
@@ -113,76 +130,6 @@ def _progress_printer() -> Callable[[int, int], None] | None:
                   file=sys.stderr, flush=True)
 
     return show
-
-
-def _server_config() -> Config:
-    return load_config(os.environ)
-
-
-def cmd_init(args: argparse.Namespace) -> int:
-    from .instance import init_instance
-
-    config = _server_config()
-    init_instance(config)
-    print(f"instance ready in {config.data_dir}")
-    if not config.unit_key_path.exists():
-        print(f"note: no unit public key yet at {config.unit_key_path}; run 'whistle keygen' "
-              "on the workstation and copy unit.pub here")
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_bundle
-    from .instance import check_key_folder
-
-    unit_key = check_key_folder(_server_config())
-    summary = export_bundle(_server_sessions(), Path(args.out),
-                            unit_fingerprint=unit_key.fingerprint(), include_all=args.all)
-    print(f"exported {summary.items} item(s) of {summary.reports} report(s) to {summary.path}")
-    return 0
-
-
-def _server_sessions() -> sessionmaker[Session]:
-    from .db import make_sessionmaker
-    from .instance import init_instance
-
-    _, engine = init_instance(_server_config())
-    return make_sessionmaker(engine)
-
-
-def cmd_add_investigator(args: argparse.Namespace) -> int:
-    from .accounts import AccountError, create_investigator, totp_qr_terminal
-    from .audit import ACCOUNT_CREATE, CLI_ACTOR, record
-
-    with _server_sessions()() as db:
-        try:
-            new = create_investigator(db, args.name, is_admin=args.admin)
-        except AccountError as exc:
-            raise CommandError(str(exc)) from exc
-        record(db, CLI_ACTOR, ACCOUNT_CREATE,
-               detail=f"account={new.name} admin={'yes' if args.admin else 'no'}")
-        db.commit()
-    role = "admin" if args.admin else "investigator"
-    print(f"{role} account created: {new.name}")
-    print(f"password:   {new.password}")
-    print(f"TOTP key:   {new.totp_secret}")
-    print(f"otpauth:    {new.totp_uri}")
-    print("Scan this with the investigator's authenticator app (shown once, nothing else keeps it):")
-    print(totp_qr_terminal(new.totp_uri))
-    return 0
-
-
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from .audit import verify
-
-    with _server_sessions()() as db:
-        report = verify(db, expect_head=args.expect_head)
-    if report.ok:
-        print(f"ok: {report.count} entries, head {report.head}")
-        return 0
-    # stderr, so a cron job that mails its errors reports a broken log.
-    print(f"audit log broken at entry {report.first_bad_seq}: {report.reason}", file=sys.stderr)
-    return 1
 
 
 def cmd_reply(args: argparse.Namespace) -> int:
@@ -211,55 +158,38 @@ def cmd_reply(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_import_replies(args: argparse.Namespace) -> int:
-    """Server: store the replies of a replies file, all of them or none."""
-    from .audit import CLI_ACTOR
-    from .cases import import_replies
-    from .replies import MAX_REPLIES_FILE_BYTES, RepliesError, parse_replies
+def cmd_onion_client_key(args: argparse.Namespace) -> int:
+    """A client authorisation keypair for the investigator onion service (tor's x25519 format)."""
+    from .onion import ClientAuthKey, OnionKeyError, check_client_name
 
-    path = Path(args.replies)
     try:
-        if path.stat().st_size > MAX_REPLIES_FILE_BYTES:
-            raise CommandError("replies file is too large")
-        replies = parse_replies(path.read_bytes())
-        with _server_sessions().begin() as db:
-            count = import_replies(db, replies, CLI_ACTOR)
-    except OSError as exc:
-        raise CommandError(f"cannot read {path}: {exc}") from exc
-    except RepliesError as exc:
-        raise CommandError(f"replies refused, nothing imported: {exc}") from exc
-    print(f"imported {count} repl{'y' if count == 1 else 'ies'}")
+        name = check_client_name(args.name)
+        key = ClientAuthKey.generate()
+        client_line = key.client_line(args.onion) if args.onion else None
+    except OnionKeyError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"Server: this one line goes into {args.hs_dir.rstrip('/')}/authorized_clients/{name}.auth "
+          "(then reload tor):")
+    print(key.server_line())
+    print("Investigator: the private key, for Tor Browser's prompt on the investigator onion "
+          "(keep it secret; it is not stored anywhere):")
+    print(key.private_key)
+    if client_line:
+        print(f"or, for a tor client's ClientOnionAuthDir, a file {name}.auth_private holding:")
+        print(client_line)
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from werkzeug.serving import run_simple
+def _server(name: str) -> Callable[[argparse.Namespace], int]:
+    """A server command, imported from whistle.cli_server only when it runs."""
 
-    from . import create_app
+    def run(args: argparse.Namespace) -> int:
+        from . import cli_server
 
-    app = create_app()
-    print(f"whistle is serving on http://{args.host}:{args.port}/  (Ctrl+C to stop)")
-    run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
-    return 0
+        command: Callable[[argparse.Namespace], int] = getattr(cli_server, name)
+        return command(args)
 
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Everything a newcomer needs on one machine: a demo key, the instance, the server."""
-    config = _server_config()
-    if not config.unit_key_path.exists():
-        demo_key, demo_pass = DEMO_DIR / "unit.key", DEMO_DIR / "passphrase.txt"
-        from .storage import atomic_write
-
-        phrase = os.urandom(18).hex()
-        key = UnitSecretKey.generate()
-        DEMO_DIR.mkdir(exist_ok=True, mode=0o700)
-        atomic_write(demo_pass, (phrase + "\n").encode(), mode=0o600)
-        atomic_write(demo_key, key.to_encrypted_json(phrase).encode(), mode=0o600)
-        atomic_write(config.unit_key_path, key.public_key.to_file_text().encode(), mode=0o644)
-        print(f"demo unit key generated: public {config.unit_key_path}, private {demo_key} "
-              f"(passphrase in {demo_pass}). A real unit keeps the private key offline.")
-    cmd_init(args)
-    return cmd_run(args)
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,18 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decrypt", help="(workstation) decrypt an export bundle")
     p.add_argument("bundle")
-    p.add_argument("--key", required=True, help="the encrypted private key file (unit.key)")
+    p.add_argument("--key", required=True, action="append",
+                   help="an encrypted private key file (unit.key); repeat it for old and new keys "
+                        "after a key rotation: each item opens with whichever key fits")
     p.add_argument("--out", required=True, help="folder to write one sub-folder per report into")
-    p.add_argument("--passphrase-file", help="file holding the key passphrase")
+    p.add_argument("--passphrase-file", action="append",
+                   help="file holding the key passphrase: once for all keys, or once per --key")
     p.set_defaults(func=cmd_decrypt)
 
     p = sub.add_parser("init", help="(server) create the data folder, secrets and database")
-    p.set_defaults(func=cmd_init)
+    p.set_defaults(func=_server("cmd_init"))
 
     p = sub.add_parser("export", help="(server) write a bundle of encrypted items")
     p.add_argument("--out", required=True)
     p.add_argument("--all", action="store_true", help="include items exported before")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=_server("cmd_export"))
 
     p = sub.add_parser("reply", help="(workstation) seal a reply to a report's source")
     p.add_argument("bundle", help="a bundle holding the report (for its source's public key)")
@@ -300,26 +233,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("import-replies", help="(server) import a replies file from the workstation")
     p.add_argument("replies")
-    p.set_defaults(func=cmd_import_replies)
+    p.set_defaults(func=_server("cmd_import_replies"))
 
     p = sub.add_parser("add-investigator", help="(server) create an investigator account")
     p.add_argument("name", help="1-64 characters: a-z, 0-9, dot, dash, underscore")
     p.add_argument("--admin", action="store_true", help="may manage accounts in the web UI")
-    p.set_defaults(func=cmd_add_investigator)
+    p.set_defaults(func=_server("cmd_add_investigator"))
 
     p = sub.add_parser("audit", help="(server) the investigators' audit log")
     audit_sub = p.add_subparsers(dest="audit_command", required=True)
     p = audit_sub.add_parser("verify", help="check the hash chain; print the head to record")
     p.add_argument("--expect-head", metavar="HASH",
                    help="a head printed earlier: detects entries removed from the end")
-    p.set_defaults(func=cmd_audit_verify)
+    p.set_defaults(func=_server("cmd_audit_verify"))
 
-    for name, func, text in (("run", cmd_run, "(server) serve the drop with the built-in server"),
-                             ("demo", cmd_demo, "set up a demo instance and serve it")):
+    p = sub.add_parser("backup", help="(server) back up the database and instance secrets, "
+                                      "proven by a test restore")
+    p.add_argument("--out", required=True, help="the backup file to write (a zip)")
+    p.set_defaults(func=_server("cmd_backup"))
+
+    p = sub.add_parser("restore", help="(server) restore a backup into an empty database")
+    p.add_argument("backup")
+    p.add_argument("--force", action="store_true", help="replace a database that holds data")
+    p.set_defaults(func=_server("cmd_restore"))
+
+    p = sub.add_parser("upgrade", help="(server) bring the database schema up to this version")
+    p.set_defaults(func=_server("cmd_upgrade"))
+
+    p = sub.add_parser("onion-client-key",
+                       help="a client authorisation key for the investigator onion service")
+    p.add_argument("--name", default="investigator", help="who it is for (names the .auth file)")
+    p.add_argument("--onion", help="the investigator onion address, to also print a tor client's "
+                                   "auth_private line")
+    p.add_argument("--hs-dir", default="/var/lib/tor/whistle-investigator",
+                   help="the investigator onion's HiddenServiceDir (for the printed path)")
+    p.set_defaults(func=cmd_onion_client_key)
+
+    for name, func, text in (("run", "cmd_run", "(server) serve the drop with the built-in server"),
+                             ("demo", "cmd_demo", "set up a demo instance and serve it")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=5000)
-        p.set_defaults(func=func)
+        p.set_defaults(func=_server(func))
     return parser
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from .crypto import random_id
@@ -45,10 +45,14 @@ def safe_join(root: Path, *parts: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_open(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
+def atomic_open(
+    path: Path, mode: int = 0o600, *, check: Callable[[Path], None] | None = None
+) -> Iterator[BinaryIO]:
     """Write a file atomically: a temporary file in the same folder, fsync, then rename.
 
-    If the block raises, the temporary file is removed and ``path`` is untouched.
+    If the block raises, the temporary file is removed and ``path`` is untouched. ``check``, if
+    given, is called with the complete temporary file before the rename; if it raises, the file
+    is discarded the same way, so a file that fails its check never appears under ``path``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -58,6 +62,8 @@ def atomic_open(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        if check is not None:
+            check(Path(tmp))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -116,22 +122,34 @@ def write_blob(session: Session, pieces: Iterable[bytes]) -> Blob:
     """
     blob = Blob(id=random_id(16), size=0)
     session.add(blob)
+    # The blob row first (the chunks' foreign key), its size once at the end: updating it per
+    # chunk cost one UPDATE per 512 KiB (bench/upload.py: a third of the time on PostgreSQL).
+    session.flush()
+    # Chunks go in through Core: inserted at once, never held by the session, so a large blob
+    # never accumulates in memory.
+    chunk_insert = insert(BlobChunk)
     buf = bytearray()
-    seq = 0
+    seq = size = 0
+
+    def put(data: bytes) -> None:
+        nonlocal seq, size
+        session.execute(chunk_insert, {"blob_id": blob.id, "seq": seq, "data": data})
+        seq += 1
+        size += len(data)
+
     for piece in pieces:
+        if not buf and len(piece) == BLOB_CHUNK_SIZE:
+            put(bytes(piece))  # a spool file's pieces are exactly one chunk: no copy
+            continue
         buf += piece
         while len(buf) >= BLOB_CHUNK_SIZE:
-            chunk = BlobChunk(blob_id=blob.id, seq=seq, data=bytes(buf[:BLOB_CHUNK_SIZE]))
+            with memoryview(buf) as view:
+                chunk = bytes(view[:BLOB_CHUNK_SIZE])
             del buf[:BLOB_CHUNK_SIZE]
-            session.add(chunk)
-            # Flush and forget each chunk so a large blob never accumulates in the session.
-            session.flush()
-            session.expunge(chunk)
-            seq += 1
-            blob.size += BLOB_CHUNK_SIZE
+            put(chunk)
     if buf or seq == 0:
-        session.add(BlobChunk(blob_id=blob.id, seq=seq, data=bytes(buf)))
-        blob.size += len(buf)
+        put(bytes(buf))
+    blob.size = size
     session.flush()
     return blob
 

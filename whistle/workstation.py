@@ -3,6 +3,9 @@
 
 Imports no Flask and needs no database. Nothing half-written: everything is decrypted into a
 staging folder inside ``out`` and moved into place only when the whole bundle decrypted cleanly.
+
+After a key rotation a bundle may hold envelopes sealed to the old unit key and to the new one:
+:func:`decrypt_bundle` takes a keyring and opens each envelope with whichever key opens it.
 """
 
 from __future__ import annotations
@@ -12,12 +15,12 @@ import re
 import shutil
 import tempfile
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .bundle import BundleReader, BundleReport
-from .crypto import CryptoError, UnitSecretKey, decrypt_stream, open_envelope
+from .crypto import CryptoError, DecryptionError, Envelope, UnitSecretKey, decrypt_stream, open_envelope
 from .storage import atomic_write, safe_join
 
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
@@ -37,6 +40,8 @@ class DecryptSummary:
     report_dirs: list[Path]
     items: int
     attachments: int
+    # Envelopes each key of the keyring opened, in the order the keys were given.
+    opened_by: tuple[int, ...] = ()
 
 
 def safe_filename(name: str, fallback: str = "attachment") -> str:
@@ -75,7 +80,7 @@ def _unique(directory: Path, name: str) -> Path:
 
 def decrypt_bundle(
     bundle_path: Path,
-    secret_key: UnitSecretKey,
+    secret_key: UnitSecretKey | Sequence[UnitSecretKey],
     out_dir: Path,
     *,
     categories: dict[str, str] | None = None,
@@ -83,8 +88,14 @@ def decrypt_bundle(
 ) -> DecryptSummary:
     """Decrypt every report and message of a bundle into ``out_dir/<report id>/``.
 
-    Raises :class:`DecryptError` (wrapping the cause) and leaves ``out_dir`` as it was.
+    ``secret_key`` is one unit key or a keyring (say, the old and the new key after a rotation):
+    each envelope is opened with whichever key opens it. Raises :class:`DecryptError` (wrapping
+    the cause) and leaves ``out_dir`` as it was.
     """
+    keys = [secret_key] if isinstance(secret_key, UnitSecretKey) else list(secret_key)
+    if not keys:
+        raise DecryptError("no key given")
+    opened = [0] * len(keys)
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     staging = Path(tempfile.mkdtemp(prefix=".whistle-staging-", dir=out_dir))
     try:
@@ -100,13 +111,14 @@ def decrypt_bundle(
 
             items = attachments = 0
             for report in bundle.reports:
-                n_items, n_atts = _decrypt_report(bundle, report, secret_key, staging,
+                n_items, n_atts = _decrypt_report(bundle, report, _Keyring(keys, opened), staging,
                                                   categories or {}, advance)
                 items += n_items
                 attachments += n_atts
         dirs = [_move_into_place(staging / r.id, out_dir / r.id) for r in bundle.reports
                 if (staging / r.id).exists()]
-        return DecryptSummary(report_dirs=dirs, items=items, attachments=attachments)
+        return DecryptSummary(report_dirs=dirs, items=items, attachments=attachments,
+                              opened_by=tuple(opened))
     except DecryptError:
         raise
     except (CryptoError, OSError, ValueError) as exc:
@@ -117,10 +129,34 @@ def decrypt_bundle(
         shutil.rmtree(staging, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class _Keyring:
+    """The unit keys to try, and how many envelopes each one opened."""
+
+    keys: list[UnitSecretKey]
+    opened: list[int]
+
+    def open(self, sealed: bytes) -> Envelope:
+        """Open with the first key that opens it; only a box that opens with none is an error."""
+        failure: DecryptionError | None = None
+        for index, key in enumerate(self.keys):
+            try:
+                envelope = open_envelope(sealed, key)
+            except DecryptionError as exc:
+                failure = exc
+                continue
+            self.opened[index] += 1
+            return envelope
+        if len(self.keys) == 1 and failure is not None:
+            raise failure  # the one-key message, unchanged
+        raise DecryptionError(f"envelope does not open with any of the {len(self.keys)} keys "
+                              "(wrong keys or altered)")
+
+
 def _decrypt_report(
     bundle: BundleReader,
     report: BundleReport,
-    key: UnitSecretKey,
+    keys: _Keyring,
     staging: Path,
     categories: dict[str, str],
     advance: Callable[[int], None],
@@ -134,7 +170,7 @@ def _decrypt_report(
             continue  # sealed to the source, not to us
         sealed = bundle.read_small(item.envelope)
         advance(len(sealed))
-        envelope = open_envelope(sealed, key)
+        envelope = keys.open(sealed)
         if envelope.kind != item.kind:
             raise DecryptError(f"item {item.id}: envelope says {envelope.kind!r}, manifest {item.kind!r}")
         if len(envelope.attachments) != len(item.attachments):

@@ -1,0 +1,125 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Key rotation on the workstation: ``decrypt_bundle`` and ``whistle decrypt`` take a keyring.
+
+The app's unit key is the *new* key; a report sealed in a browser that still had the *old* key
+(a page loaded before the rotation) sits in the same bundle. Both open with ``--key old --key
+new``; a key that opens nothing gives the usual one-line error and writes nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import FAST_MEM, FAST_OPS, KEY_PASSPHRASE, Workstation
+from flask import Flask
+from flask.testing import FlaskClient
+from helpers import api_payload, post_api, post_form, report_folders
+
+from whistle import cli
+from whistle.crypto import UnitSecretKey
+from whistle.export import export_bundle
+from whistle.workstation import DecryptError, decrypt_bundle
+
+
+def _key_file(path: Path, key: UnitSecretKey, passphrase: str = KEY_PASSPHRASE) -> Path:
+    path.write_text(key.to_encrypted_json(passphrase, opslimit=FAST_OPS, memlimit=FAST_MEM))
+    return path
+
+
+@pytest.fixture
+def old_key() -> UnitSecretKey:
+    return UnitSecretKey.generate()
+
+
+@pytest.fixture
+def mixed_bundle(client: FlaskClient, app: Flask, old_key: UnitSecretKey, tmp_path: Path) -> Path:
+    """One report sealed by the browser to the old key, one sealed by the server to the new."""
+    assert post_api(client, api_payload(old_key.public_key, "sealed to the OLD key", [])).status_code == 201
+    assert post_form(app.test_client(), "sealed to the NEW key", []).status_code == 200
+    state = app.extensions["whistle"]
+    bundle = tmp_path / "bundle.zip"
+    export_bundle(state.sessions, bundle, unit_fingerprint=state.unit_key.fingerprint())
+    return bundle
+
+
+def _texts(out: Path) -> list[str]:
+    return sorted((f / "report.txt").read_text(encoding="utf-8").rsplit("\n\n", 1)[1].strip()
+                  for f in report_folders(out))
+
+
+def test_decrypt_bundle_keyring_opens_items_sealed_to_each_key(
+    mixed_bundle: Path, workstation: Workstation, old_key: UnitSecretKey, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    summary = decrypt_bundle(mixed_bundle, [old_key, workstation.secret_key], out)
+    assert _texts(out) == ["sealed to the NEW key", "sealed to the OLD key"]
+    assert summary.items == 2 and summary.opened_by == (1, 1)
+
+
+def test_decrypt_bundle_single_key_is_still_accepted(
+    client: FlaskClient, app: Flask, workstation: Workstation, tmp_path: Path
+) -> None:
+    post_form(client, "one key", [])
+    state = app.extensions["whistle"]
+    export_bundle(state.sessions, tmp_path / "b.zip", unit_fingerprint="x")
+    summary = decrypt_bundle(tmp_path / "b.zip", workstation.secret_key, tmp_path / "out")
+    assert summary.opened_by == (1,) and _texts(tmp_path / "out") == ["one key"]
+
+
+def test_decrypt_bundle_keyring_missing_a_key_writes_nothing(
+    mixed_bundle: Path, workstation: Workstation, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(DecryptError, match="does not open with any of the 2 keys"):
+        decrypt_bundle(mixed_bundle, [UnitSecretKey.generate(), workstation.secret_key], out)
+    assert report_folders(out) == []
+
+
+def test_decrypt_command_repeated_key_one_passphrase(
+    mixed_bundle: Path, workstation: Workstation, old_key: UnitSecretKey, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    old_file = _key_file(tmp_path / "old.key", old_key)
+    out = tmp_path / "out"
+    assert cli.main(["decrypt", str(mixed_bundle), "--key", str(old_file), "--key",
+                     str(workstation.key_file), "--passphrase-file", str(workstation.passphrase_file),
+                     "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"key {old_file} ({old_key.public_key.fingerprint()}) opened 1 item(s)" in printed
+    assert _texts(out) == ["sealed to the NEW key", "sealed to the OLD key"]
+
+
+def test_decrypt_command_passphrase_file_per_key(
+    mixed_bundle: Path, workstation: Workstation, old_key: UnitSecretKey, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    old_file = _key_file(tmp_path / "old.key", old_key, "the old key's own passphrase")
+    old_pass = tmp_path / "old.pass"
+    old_pass.write_text("the old key's own passphrase\n")
+    args = ["decrypt", str(mixed_bundle), "--key", str(old_file), "--key", str(workstation.key_file),
+            "--out", str(tmp_path / "out")]
+    # One passphrase for both: the old key refuses it, by name.
+    assert cli.main([*args, "--passphrase-file", str(workstation.passphrase_file)]) == 1
+    assert f"wrong passphrase for the private key {old_file}" in capsys.readouterr().err
+    # Three files for two keys: refused before anything is opened.
+    assert cli.main([*args, *["--passphrase-file", str(old_pass)] * 3]) == 1
+    assert "one per --key" in capsys.readouterr().err
+    assert cli.main([*args, "--passphrase-file", str(old_pass), "--passphrase-file",
+                     str(workstation.passphrase_file)]) == 0
+    assert len(report_folders(tmp_path / "out")) == 2
+
+
+def test_decrypt_command_unknown_key_one_line_no_output(
+    mixed_bundle: Path, workstation: Workstation, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stranger = _key_file(tmp_path / "stranger.key", UnitSecretKey.generate())
+    out = tmp_path / "out"
+    for keys in ([stranger], [stranger, workstation.key_file]):
+        args = [a for k in keys for a in ("--key", str(k))]
+        assert cli.main(["decrypt", str(mixed_bundle), *args, "--passphrase-file",
+                         str(workstation.passphrase_file), "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("whistle: decryption failed, nothing written: envelope does not open")
+        assert err.count("\n") == 1
+        assert not out.exists() or report_folders(out) == []
