@@ -7,15 +7,14 @@ import logging
 from pathlib import Path
 
 import pytest
+from conftest import Account, login
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import post_form
 
 from whistle import create_app
 from whistle.config import load_config
 from whistle.instance import load_or_create_secrets
-
-from conftest import Account, login
-from helpers import post_form
 
 EXPECTED_CSP = {
     "default-src": "'none'",

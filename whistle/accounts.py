@@ -127,9 +127,10 @@ def _dummy_hash() -> str:
 
 def find_account(session: Session, name: str) -> Investigator | None:
     """The account called ``name`` (any case), or ``None``."""
-    return session.scalars(
-        select(Investigator).where(Investigator.name == normalise_name(name))
-    ).one_or_none()
+    canonical = normalise_name(name)
+    if not NAME_RE.match(canonical):
+        return None  # never a stored name (and PostgreSQL refuses a NUL in text: a 500)
+    return session.scalars(select(Investigator).where(Investigator.name == canonical)).one_or_none()
 
 
 def get_account(session: Session, name: str) -> Investigator:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -140,6 +141,10 @@ def list_cases(session: Session, *, status: str = "open", sort: str = "received"
 
 
 def get_case(session: Session, report_id: str) -> Report:
+    # Report ids are hex (crypto.random_id); anything else, a NUL included (which PostgreSQL
+    # refuses in text: a 500), is no case.
+    if not re.fullmatch(r"[0-9a-f]{8,32}", report_id):
+        raise CaseError("no such case")
     report = session.get(Report, report_id)
     if report is None:
         raise CaseError("no such case")

@@ -92,8 +92,12 @@ def derive(typed: str, params: Argon2Params) -> SourceKeys:
     canonical = normalise(typed)
     if not canonical:
         raise PassphraseError("empty passphrase")
+    try:
+        secret = canonical.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates (surrogateescape): never a passphrase
+        raise PassphraseError("passphrase is not valid Unicode text") from exc
     out = hash_secret_raw(
-        secret=canonical.encode("utf-8"),
+        secret=secret,
         salt=params.salt,
         time_cost=params.time_cost,
         memory_cost=params.memory_cost_kib,

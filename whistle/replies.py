@@ -72,7 +72,7 @@ def parse_replies(data: bytes) -> list[SealedReply]:
         raise RepliesError("replies file is too large")
     try:
         doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # deep nesting: RecursionError
         raise RepliesError("replies file is not UTF-8 JSON") from exc
     if not isinstance(doc, dict) or doc.get("format") != REPLIES_FORMAT or not is_version(doc.get("v"), 1):
         raise RepliesError("not a version-1 whistle replies file")

@@ -27,6 +27,10 @@ PLAINTEXT_UPLOAD_ENDPOINTS = frozenset({"source.submit", "source.case"})
 # Endpoints whose file parts arrive already encrypted in the browser.
 CIPHERTEXT_UPLOAD_ENDPOINTS = frozenset({
     "source.api_submit", "source.api_message", "investigator.upload_replies"})
+# The file fields of the forms on the other endpoints. Any other file part there is dropped: Flask-WTF
+# puts request.files before request.form, so a file posted as "passphrase" or "name" reached a text
+# validator as a FileStorage (a 500). The API views check their parts themselves.
+FORM_FILE_FIELDS = {"source.submit": frozenset({"attachments"}), "source.case": frozenset({"attachments"})}
 _SMALL_LIMIT = 64 * 1024
 
 
@@ -99,6 +103,30 @@ class SmallMemoryBuffer(io.BytesIO):
 
 class WhistleRequest(Request):
     """Flask's request with the upload stream factory described in the module docstring."""
+
+    @property
+    def is_json(self) -> bool:
+        # No whistle endpoint reads a JSON body. Flask-WTF would hand one to the forms, whose
+        # validators expect text (a number, a list or deep nesting was a 500): forms see no data.
+        return False
+
+    def _load_form_data(self) -> None:
+        super()._load_form_data()
+        endpoint = self.url_rule.endpoint if self.url_rule is not None else None
+        wanted = (None if endpoint in CIPHERTEXT_UPLOAD_ENDPOINTS
+                  else FORM_FILE_FIELDS.get(endpoint or "", frozenset()))
+        d = self.__dict__
+        files = []
+        for name, storage in d["files"].items(multi=True):
+            if isinstance(name, str) and (wanted is None or name in wanted):
+                files.append((name, storage))
+            else:
+                storage.close()
+        d["files"] = self.parameter_storage_class(files)
+        # A part whose Content-Disposition names no field comes as a field named None, on which
+        # Flask-WTF's CSRF check called None.endswith() (a 500): such a part means nothing.
+        d["form"] = self.parameter_storage_class(
+            [(k, v) for k, v in d["form"].items(multi=True) if isinstance(k, str)])
 
     def _get_file_stream(
         self,

@@ -73,7 +73,7 @@ class Envelope:
             raise EnvelopeFormatError("envelope length is not a multiple of 1024 bytes")
         try:
             doc = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # deep nesting: RecursionError
             raise EnvelopeFormatError("envelope is not UTF-8 JSON") from exc
         if not isinstance(doc, dict) or not is_version(doc.get("v"), ENVELOPE_VERSION):
             raise EnvelopeFormatError("not a version-1 envelope")

@@ -196,7 +196,8 @@ class UnitSecretKey:
             nonce = b64decode(doc["nonce"], size=nacl.secret.SecretBox.NONCE_SIZE)
             ciphertext = b64decode(doc["ciphertext"], size=32 + nacl.secret.SecretBox.MACBYTES)
             expected = UnitPublicKey.from_base64(doc["public_key"])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        # OverflowError: a cost of Infinity; RecursionError: deeply nested JSON.
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
             raise KeyFormatError(f"malformed private key file: {exc}") from exc
         # Bound the costs an attacker-supplied file could make us spend.
         if not (1 <= opslimit <= 64 and 8192 <= memlimit <= 4 * 1024**3):

@@ -78,7 +78,8 @@ def _change(account_id: int, action: str, change: Callable[[Investigator], T]
     """Apply ``change`` to one account, audit it, commit; keep the acting admin's own session."""
     admin = current_investigator()
     with get_state().sessions() as db:
-        account = db.get(Investigator, account_id)
+        # The route's <int:> takes any number of digits; the database's integers stop at 2**63.
+        account = db.get(Investigator, account_id) if account_id < 2**63 else None
         if account is None:
             abort(404)
         result = change(account)

@@ -202,7 +202,9 @@ def _login_failed(_response: Response) -> bool:
 
 def _safe_next(target: str | None) -> str | None:
     # Only back into the investigator pages of this site: never an open redirect.
-    if target and target.startswith(HOME_PATH) and "\\" not in target and "//" not in target:
+    # isprintable(): a CR/LF in the Location header was a 500 (Werkzeug refuses it).
+    if (target and target.startswith(HOME_PATH) and "\\" not in target and "//" not in target
+            and target.isprintable()):
         return request.script_root + target
     return None
 

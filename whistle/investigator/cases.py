@@ -5,6 +5,7 @@ replies uploads and deletion. Investigators never see plaintext here: reading ha
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,6 +126,10 @@ def download_bundle() -> ResponseReturnValue:
     state = get_state()
     selected = request.form.getlist("report")
     scope = request.form.get("scope", "selected")
+    # Anything but the page's two buttons is refused: an unknown scope exported everything new
+    # (and marked it exported), a made-up id went into the audit log.
+    if scope not in ("selected", "new") or not all(re.fullmatch(r"[0-9a-f]{8,32}", r) for r in selected):
+        abort(400)
     if scope == "selected" and not selected:
         flash(_("Select at least one case, or download everything new."))
         return redirect(url_for("investigator.case_list")), 303

@@ -3,13 +3,35 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import MultipleFileField, PasswordField, SelectField, TextAreaField
-from wtforms.validators import DataRequired, Length
+from wtforms import Field, MultipleFileField, PasswordField, SelectField, TextAreaField
+from wtforms.validators import DataRequired, Length, ValidationError
 
 from ..crypto import MAX_BODY_CHARS
 from ..i18n import category_choices
+
+
+class SealedLength:
+    """At most ``max`` characters as typed *and* as the envelope will hold the text: NFC with LF
+    line ends (common.seal_form). NFC can lengthen a text (U+FB2C becomes 3 characters) and the
+    envelope refuses more than MAX_BODY_CHARS, which was a 500. Anything but text (a file part
+    or a JSON number posted as the field) is refused too."""
+
+    def __init__(self, max: int, message: object) -> None:
+        self.max, self.message = max, message
+
+    def __call__(self, form: object, field: Field) -> None:
+        data = field.data
+        if not isinstance(data, str):
+            if data:
+                raise ValidationError(self.message)
+            return
+        sealed = unicodedata.normalize("NFC", data.replace("\r\n", "\n"))
+        if len(data) > self.max or len(sealed) > self.max:
+            raise ValidationError(self.message)
 
 
 class SubmitForm(FlaskForm):  # type: ignore[misc]  # Flask-WTF ships no type hints
@@ -18,7 +40,7 @@ class SubmitForm(FlaskForm):  # type: ignore[misc]  # Flask-WTF ships no type hi
         _l("Describe what happened"),
         validators=[
             DataRequired(message=_l("Please describe what happened.")),
-            Length(max=MAX_BODY_CHARS, message=_l("The description is too long.")),
+            SealedLength(max=MAX_BODY_CHARS, message=_l("The description is too long.")),
         ],
     )
     attachments = MultipleFileField(_l("Attach files (optional)"))
@@ -42,7 +64,7 @@ class MessageForm(FlaskForm):  # type: ignore[misc]
         _l("Add information or answer the investigation unit"),
         validators=[
             DataRequired(message=_l("Please write a message.")),
-            Length(max=MAX_BODY_CHARS, message=_l("The message is too long.")),
+            SealedLength(max=MAX_BODY_CHARS, message=_l("The message is too long.")),
         ],
     )
     attachments = MultipleFileField(_l("Attach files (optional)"))
