@@ -91,7 +91,12 @@ def find_needles(files: list[Path], needles: dict[str, bytes]) -> list[str]:
     """Every (file, needle) pair where a needle's bytes occur in a file, in UTF-8 or UTF-16."""
     hits = []
     for path in files:
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            # PostgreSQL removes files of its own (dropped test databases, temporary relations)
+            # while we read its data directory; what no longer exists holds nothing.
+            continue
         for label, needle in needles.items():
             variants = {needle, needle.decode("utf-8", "replace").encode("utf-16-le")}
             if any(v in data for v in variants):
