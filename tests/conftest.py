@@ -7,8 +7,10 @@ the defaults in whistle.instance and whistle.crypto.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,27 +58,43 @@ TEST_POSTGRES = os.environ.get("WHISTLE_TEST_POSTGRES", "")
 TEST_REDIS = os.environ.get("WHISTLE_TEST_REDIS", "")
 
 
+@contextlib.contextmanager
+def postgres_database(prefix: str = "whistle_test_") -> Iterator[str]:
+    """A fresh, empty database on the test PostgreSQL server, dropped afterwards."""
+    import secrets
+
+    from sqlalchemy import create_engine, text
+
+    name = prefix + secrets.token_hex(6)
+    admin = create_engine(TEST_POSTGRES, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{TEST_POSTGRES.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """Stop a server the test started: politely, then for sure."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture
 def database_url(tmp_path: Path) -> Iterator[str | None]:
     """None (SQLite in the data folder) or a fresh PostgreSQL database, dropped afterwards."""
     if not TEST_POSTGRES:
         yield None
         return
-    import secrets
-
-    from sqlalchemy import create_engine, text
-
-    name = "whistle_test_" + secrets.token_hex(6)
-    admin = create_engine(TEST_POSTGRES, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    base = TEST_POSTGRES.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres_database() as url:
+        yield url
 
 
 def uses_sqlite(config: Config) -> bool:
@@ -216,11 +234,7 @@ def live_server(environ: dict[str, str], config: Config, tmp_path: Path) -> Iter
         yield LiveServer(url=url, data_dir=config.data_dir, tmp_dir=tmp_dir, log_files=logs,
                          app_config=config)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 # --- Investigator accounts -------------------------------------------------------------------

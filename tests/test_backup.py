@@ -11,20 +11,18 @@ restore target is a SQLite file in the test's folder unless a test says otherwis
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import secrets
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import TEST_POSTGRES, Clock, Workstation, csrf_token, make_account
+from conftest import TEST_POSTGRES, Clock, Workstation, csrf_token, make_account, postgres_database
 from flask import Flask
 from helpers import export_and_decrypt, find_needles, post_form, report_folders
-from sqlalchemy import create_engine, delete, select, text
+from sqlalchemy import delete, select
 from test_followup import RECEIPT, reply
 from test_followup import login as source_login
 
@@ -285,20 +283,6 @@ def test_backup_discarded_when_test_restore_differs(
     assert list(out.parent.iterdir()) == []
 
 
-@contextlib.contextmanager
-def _postgres_database() -> Iterator[str]:
-    name = "whistle_restore_" + secrets.token_hex(6)
-    admin = create_engine(TEST_POSTGRES, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{TEST_POSTGRES.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.mark.skipif(not TEST_POSTGRES, reason="needs WHISTLE_TEST_POSTGRES (CI's second run)")
 def test_backup_restore_into_postgresql_gives_identical_rows(
     backup_file: Path, target_environ: dict[str, str], tmp_path: Path, clock: Clock,
@@ -306,7 +290,7 @@ def test_backup_restore_into_postgresql_gives_identical_rows(
 ) -> None:
     """Restore into a fresh PostgreSQL database (moving a drop off SQLite), back that up again:
     every table hashes the same. New accounts still get fresh ids (sequences moved on)."""
-    with _postgres_database() as url:
+    with postgres_database("whistle_restore_") as url:
         pg_environ = target_environ | {"WHISTLE_DATABASE_URL": url}
         assert _restore(monkeypatch, pg_environ, backup_file) == 0, capsys.readouterr().err
         again = tmp_path / "again.zip"

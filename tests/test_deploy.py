@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import stop_process
 
 from whistle.onion import ClientAuthKey
 
@@ -78,12 +79,7 @@ def test_deploy_torrc_tor_loads_generated_client_key(tmp_path: Path) -> None:
         assert re.fullmatch(r"[a-z2-7]{56}\.onion\n",
                             (root / "whistle-investigator" / "hostname").read_text())
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
 
 
 def _blocks() -> list[str]:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import LiveServer, Workstation, _free_port
+from conftest import LiveServer, Workstation, _free_port, stop_process
 from helpers import GUNICORN_CONF, REPO, find_needles, multipart, start_gunicorn, wait_until_serving
 from test_canary import Browser, _token
 
@@ -110,12 +110,7 @@ def test_gunicorn_serves_without_banner_address_or_access_log(
         _no_banner([tuple(line.split(": ", 1)) for line in head.split("\r\n")[1:]],  # type: ignore[misc]
                    "malformed request")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=30)
     assert proc.returncode == 0, logs[1].read_text()
 
     output = b"".join(p.read_bytes() for p in logs).decode("utf-8", "replace")
