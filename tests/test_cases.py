@@ -96,16 +96,6 @@ def test_cases_filter_sort_and_paginate(db: Session) -> None:
         list_cases(db, status="bogus")
 
 
-def test_cases_new_messages_counted_until_exported(db: Session) -> None:
-    report = make_report(db, TODAY, new_messages=2)
-    (row,) = list_cases(db, status="all", day=TODAY).rows
-    assert row.new_messages == 2
-    for item in db.scalars(select(Item).where(Item.report_id == report.id)):
-        item.exported = True
-    db.flush()
-    assert list_cases(db, status="all", day=TODAY).rows[0].new_messages == 0
-
-
 def test_cases_status_change_sets_dates_and_audits(db: Session) -> None:
     report = make_report(db, TODAY - dt.timedelta(days=2))
     set_status(db, report.id, "acknowledged", None, "ana")
@@ -168,3 +158,41 @@ def test_cases_import_replies_refuses_whole_file(db: Session, problem: str) -> N
         import_replies(db, [good, bad], "ana")
     assert db.scalar(select(func.count()).select_from(Item).where(Item.kind == "reply")) == replies_before
 
+
+
+def test_cases_counters_follow_add_item_export_and_replies(app: Flask, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """reports.replies / new_messages (the case list's counters) follow every way items come and
+    go: add_item, add_message, an export (only messages not exported before count out; a second
+    export of everything changes nothing), import_replies."""
+    from whistle.cases import add_message
+    from whistle.export import export_bundle
+
+    state = app.extensions["whistle"]
+
+    def counters(report_id: str) -> tuple[int, int]:
+        with state.sessions() as s:
+            row = s.execute(select(Report.replies, Report.new_messages)
+                            .where(Report.id == report_id)).one()
+            listed = {r.id: r for r in list_cases(s, status="all", day=TODAY).rows}[report_id]
+            assert (listed.replies, listed.new_messages) == tuple(row)
+            return row[0], row[1]
+
+    with state.sessions.begin() as s:
+        report = make_report(s, TODAY, new_messages=2)
+        other = make_report(s, TODAY, new_messages=1, replies=1)
+        rid, oid = report.id, other.id
+    assert counters(rid) == (0, 2) and counters(oid) == (1, 1)
+    export_bundle(state.sessions, tmp_path / "one.zip", unit_fingerprint="test", report_ids=[rid])
+    assert counters(rid) == (0, 0) and counters(oid) == (1, 1)
+    with state.sessions.begin() as s:
+        add_message(s, rid, b"\3" * 1072, (), "browser")
+    assert counters(rid) == (0, 1)
+    export_bundle(state.sessions, tmp_path / "all.zip", unit_fingerprint="test", include_all=True)
+    assert counters(rid) == (0, 0) and counters(oid) == (1, 0)
+    export_bundle(state.sessions, tmp_path / "again.zip", unit_fingerprint="test", include_all=True)
+    assert counters(rid) == (0, 0) and counters(oid) == (1, 0)
+    with state.sessions.begin() as s:
+        r = s.get(Report, rid)
+        assert r is not None
+        import_replies(s, [_reply_for(r, "una"), _reply_for(r, "otra")], "ana")
+    assert counters(rid) == (2, 0)

@@ -95,6 +95,45 @@ def test_migrate_old_database_with_data_upgrades_and_reads_back(
     assert "2026-01-15" in html  # updated_on was filled from received_on
 
 
+def test_migrate_0003_backfills_case_list_counters(config: Config) -> None:
+    """A database at 0002 holding a report with 2 replies and 3 follow-up messages (1 of them
+    exported) gets replies = 2 and new_messages = 2 from migration 0003; a report with no
+    follow-up gets 0 and 0."""
+    engine = make_engine(config.database_url)
+    upgrade_database(engine, "0002")
+    old = MetaData()
+    old.reflect(engine)
+    t = {name: Table(name, old) for name in ("blobs", "blob_chunks", "reports", "items")}
+    day = dt.date(2026, 3, 2)
+    kinds = [("report", True), ("message", True), ("reply", False), ("message", False),
+             ("reply", False), ("message", False)]
+    with engine.begin() as conn:
+        conn.execute(insert(t["blobs"]), [{"id": "b" * 32, "size": 4}])
+        conn.execute(insert(t["blob_chunks"]), [{"blob_id": "b" * 32, "seq": 0, "data": b"\0" * 4}])
+        conn.execute(insert(t["reports"]), [
+            {"id": rid, "received_on": day, "updated_on": day, "status": "received",
+             "sealed_by": "server", "login_hash": bytes([n]) * 32, "source_public_key": b"k" * 32}
+            for n, rid in enumerate(("a" * 16, "c" * 16))])
+        conn.execute(insert(t["items"]), [
+            {"id": f"{seq:016x}", "report_id": "a" * 16, "seq": seq, "kind": kind,
+             "created_on": day, "sealed_by": "unit" if kind == "reply" else "server",
+             "exported": exported, "envelope_blob_id": "b" * 32}
+            for seq, (kind, exported) in enumerate(kinds, 1)] + [
+            {"id": "f" * 16, "report_id": "c" * 16, "seq": 1, "kind": "report", "created_on": day,
+             "sealed_by": "server", "exported": False, "envelope_blob_id": "b" * 32}])
+    upgrade_database(engine)
+    assert current_revision(engine) == head_revision()
+    new = MetaData()
+    new.reflect(engine)
+    reports = Table("reports", new)
+    with engine.connect() as conn:
+        got = dict((r.id, (r.replies, r.new_messages)) for r in conn.execute(
+            reports.select().with_only_columns(reports.c.id, reports.c.replies,
+                                               reports.c.new_messages)))
+    assert got == {"a" * 16: (2, 2), "c" * 16: (0, 0)}
+    engine.dispose()
+
+
 def test_migrate_upgrade_command(server_env: Config, capsys) -> None:  # type: ignore[no-untyped-def]
     engine = make_engine(server_env.database_url)
     upgrade_database(engine, "0001")

@@ -83,21 +83,24 @@ class CasePage:
 OPEN_STATUSES = tuple(s for s in STATUSES if s != "closed")
 
 
-def _filter(query, status: str, deadlines: Deadlines, day: dt.date):  # type: ignore[no-untyped-def]
+def _filter(query, status: str, deadlines: Deadlines, day: dt.date, *,  # type: ignore[no-untyped-def]
+            ranges: bool = True):
     if status == "open":
-        return query.where(Report.status != "closed")
+        # The same rows either way (a status is always one of STATUSES). As ranges of the
+        # (status, …) indexes, PostgreSQL counts them, and pages them in status order, from the
+        # index alone; ``!= 'closed'`` lets a date sort walk its (date, id, status) index in order
+        # instead of sorting (bench/case_list.py).
+        return query.where(Report.status.in_(OPEN_STATUSES) if ranges else Report.status != "closed")
     if status == "overdue":
         ack_cut = day - dt.timedelta(days=deadlines.ack_days)
         feedback_cut = add_months(day, -deadlines.feedback_months)
-        # Written so that the (status, received_on) index narrows the candidates to open cases
-        # older than the earlier deadline, and the reply check is one set built once per query
-        # rather than a lookup per case (bench/case_list.py).
-        replied = select(Item.report_id).where(Item.kind == "reply")
+        # Open cases older than the earlier deadline: one range of the (status, received_on, id,
+        # replies) index per open status, answered from the index alone.
         return query.where(
             Report.status.in_(OPEN_STATUSES),
             Report.received_on < max(ack_cut, feedback_cut),
             or_(and_(Report.status == "received", Report.received_on < ack_cut),
-                and_(Report.received_on < feedback_cut, Report.id.not_in(replied))),
+                and_(Report.received_on < feedback_cut, Report.replies == 0)),
         )
     if status in STATUSES:
         return query.where(Report.status == status)
@@ -120,33 +123,23 @@ def list_cases(session: Session, *, status: str = "open", sort: str = "received"
     order = [c.desc() if descending else c.asc() for c in [*by_sort[sort], Report.id]]
     # Count and page over the ids only, which indexes can answer without reading the table; then
     # read the page's 50 rows. Selecting whole rows made a deep page read every row before it.
-    matching = _filter(select(Report.id), status, deadlines, day)
-    total = session.scalar(select(func.count()).select_from(matching.subquery())) or 0
+    counted = _filter(select(Report.id), status, deadlines, day)
+    total = session.scalar(select(func.count()).select_from(counted.subquery())) or 0
     pages = max(1, -(-total // per_page))
     page = min(max(1, page), pages)
+    matching = _filter(select(Report.id), status, deadlines, day, ranges=sort == "status")
     window = matching.order_by(*order).limit(per_page).offset((page - 1) * per_page).subquery()
     reports = session.scalars(
         select(Report).join(window, Report.id == window.c.id).order_by(*order)).all()
-    ids = [r.id for r in reports]
-    counts: dict[tuple[str, str], int] = {}
-    if ids:
-        for report_id, kind, exported, n in session.execute(
-            select(Item.report_id, Item.kind, Item.exported, func.count())
-            .where(Item.report_id.in_(ids), Item.kind.in_(("message", "reply")))
-            .group_by(Item.report_id, Item.kind, Item.exported)
-        ):
-            key = (report_id, "new" if kind == "message" and not exported else kind)
-            counts[key] = counts.get(key, 0) + n
     rows = []
     for r in reports:
         ack_due, feedback_due = deadlines.ack_due(r.received_on), deadlines.feedback_due(r.received_on)
-        replies = counts.get((r.id, "reply"), 0)
         rows.append(CaseRow(
             id=r.id, received_on=r.received_on, updated_on=r.updated_on, status=r.status,
-            outcome=r.outcome, sealed_by=r.sealed_by, new_messages=counts.get((r.id, "new"), 0),
-            replies=replies, ack_due=ack_due, feedback_due=feedback_due,
+            outcome=r.outcome, sealed_by=r.sealed_by, new_messages=r.new_messages,
+            replies=r.replies, ack_due=ack_due, feedback_due=feedback_due,
             ack_overdue=r.status == "received" and day > ack_due,
-            feedback_overdue=r.status != "closed" and replies == 0 and day > feedback_due,
+            feedback_overdue=r.status != "closed" and r.replies == 0 and day > feedback_due,
         ))
     return CasePage(rows=rows, total=total, page=page, pages=pages)
 

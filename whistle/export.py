@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from .bundle import (
@@ -51,6 +52,7 @@ def export_bundle(
         reports = session.scalars(query).all()
         writer = BundleWriter(out, created_on=today().isoformat(), unit_fingerprint=unit_fingerprint)
         exported: list[str] = []
+        messages: dict[str, list[str]] = {}
         try:
             for report in reports:
                 # Replies are sealed by the unit to the source; the unit has no use for them.
@@ -75,6 +77,8 @@ def export_bundle(
                         envelope=envelope_member(item.id), attachments=names,
                     ))
                     exported.append(item.id)
+                    if item.kind == "message":
+                        messages.setdefault(report.id, []).append(item.id)
                 writer.add_report(entry)
             writer.close()
         except BaseException as exc:
@@ -82,7 +86,20 @@ def export_bundle(
             raise
     if exported:
         with sessions.begin() as session:
-            for item in session.scalars(select(Item).where(Item.id.in_(exported))):
-                item.exported = True
+            # Follow-up messages marked now leave the case list's count of new messages
+            # (models.Report.new_messages). The count comes from the UPDATE itself (``NOT
+            # exported``), so items exported before (include_all) or by an export running at the
+            # same time are not counted out twice.
+            for report_id, ids in messages.items():
+                result = session.execute(
+                    update(Item).where(Item.id.in_(ids), Item.exported.is_(False))
+                    .values(exported=True).execution_options(synchronize_session=False))
+                marked = cast("CursorResult[Any]", result).rowcount
+                if marked:
+                    session.execute(update(Report).where(Report.id == report_id)
+                                    .values(new_messages=Report.new_messages - marked)
+                                    .execution_options(synchronize_session=False))
+            session.execute(update(Item).where(Item.id.in_(exported), Item.exported.is_(False))
+                            .values(exported=True).execution_options(synchronize_session=False))
     return ExportSummary(path=out, reports=len({r.id for r in reports if any(
         i.id in exported for i in r.items)}), items=len(exported))

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -86,6 +87,15 @@ def add_item(
                 sealed_by=sealed_by, exported=False, envelope_blob_id=envelope_blob.id)
     # Through the relationship, so the report's item list is current within the transaction.
     report.items.append(item)
+    # The case list's counters (models.Report), kept here, where every item is added. A stored
+    # report is incremented in SQL (SET replies = replies + 1): two requests adding to the same
+    # case at once cannot lose one.
+    counter = {"reply": "replies", "message": "new_messages"}.get(kind)
+    if counter is not None:
+        if inspect(report).persistent:
+            setattr(report, counter, getattr(Report, counter) + 1)
+        else:
+            setattr(report, counter, (getattr(report, counter) or 0) + 1)
     session.flush()
     for index, source in enumerate(attachments):
         blob = write_blob(session, source.iter_chunks())
