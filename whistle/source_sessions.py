@@ -17,6 +17,7 @@ import hashlib
 import secrets
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import nacl.exceptions
@@ -33,29 +34,12 @@ class _Entry:
     last_seen: float
 
 
-class SourceSessionStore:
-    """An in-memory map from ``sha256(token)`` to the encrypted (report id, source key)."""
-
-    def _seal(self, report_id: str, secret_key: UnitSecretKey) -> tuple[str, bytes, bytes]:
-        token = secrets.token_urlsafe(32)
-        lookup, box = self._box(token)
-        sealed = box.encrypt(report_id.encode("ascii") + b"\0" + secret_key.encode())
-        return token, lookup, bytes(sealed)
-
-    @classmethod
-    def _unseal(cls, token: str, sealed: bytes) -> tuple[str, UnitSecretKey] | None:
-        _, box = cls._box(token)
-        try:
-            plain = box.decrypt(sealed)
-        except nacl.exceptions.CryptoError:
-            return None
-        report_id, _, raw_key = plain.partition(b"\0")
-        return report_id.decode("ascii"), UnitSecretKey.from_raw(raw_key)
+class SourceSessionStore(ABC):
+    """Maps ``sha256(token)`` to the encrypted (report id, source key). Subclasses only say where
+    the encrypted entries live; sealing, lookup and expiry rules are here, once."""
 
     def __init__(self, idle_seconds: int = IDLE_SECONDS) -> None:
         self._idle = idle_seconds
-        self._entries: dict[bytes, _Entry] = {}
-        self._lock = threading.Lock()
 
     @staticmethod
     def _box(token: str) -> tuple[bytes, nacl.secret.SecretBox]:
@@ -66,30 +50,76 @@ class SourceSessionStore:
 
     def open(self, report_id: str, secret_key: UnitSecretKey) -> str:
         """Start a session; return the token to put in the source's cookie."""
-        token, lookup, sealed = self._seal(report_id, secret_key)
-        with self._lock:
-            self._purge()
-            self._entries[lookup] = _Entry(sealed=sealed, last_seen=time.monotonic())
+        token = secrets.token_urlsafe(32)
+        lookup, box = self._box(token)
+        sealed = box.encrypt(report_id.encode("ascii") + b"\0" + secret_key.encode())
+        self._put(lookup, bytes(sealed))
         return token
 
     def get(self, token: str) -> tuple[str, UnitSecretKey] | None:
         """The session's report id and key, refreshing its idle timer; None if gone or forged."""
         try:
-            lookup, _ = self._box(token)
+            lookup, box = self._box(token)
         except UnicodeEncodeError:
             return None
+        sealed = self._touch(lookup)
+        if sealed is None:
+            return None
+        try:
+            plain = box.decrypt(sealed)
+        except nacl.exceptions.CryptoError:
+            return None
+        report_id, _, raw_key = plain.partition(b"\0")
+        return report_id.decode("ascii"), UnitSecretKey.from_raw(raw_key)
+
+    def close(self, token: str) -> None:
+        """End a session (logout)."""
+        try:
+            lookup, _ = self._box(token)
+        except UnicodeEncodeError:
+            return
+        self._drop(lookup)
+
+    @abstractmethod
+    def _put(self, lookup: bytes, sealed: bytes) -> None:
+        """Store an entry with a fresh idle timer."""
+
+    @abstractmethod
+    def _touch(self, lookup: bytes) -> bytes | None:
+        """The entry, its idle timer restarted; None if absent or expired."""
+
+    @abstractmethod
+    def _drop(self, lookup: bytes) -> None:
+        """Remove an entry if present."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """How many live sessions there are."""
+
+
+class MemorySourceSessionStore(SourceSessionStore):
+    """Entries in this process's memory: one worker."""
+
+    def __init__(self, idle_seconds: int = IDLE_SECONDS) -> None:
+        super().__init__(idle_seconds)
+        self._entries: dict[bytes, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def _put(self, lookup: bytes, sealed: bytes) -> None:
+        with self._lock:
+            self._purge()
+            self._entries[lookup] = _Entry(sealed=sealed, last_seen=time.monotonic())
+
+    def _touch(self, lookup: bytes) -> bytes | None:
         with self._lock:
             self._purge()
             entry = self._entries.get(lookup)
             if entry is None:
                 return None
             entry.last_seen = time.monotonic()
-            sealed = entry.sealed
-        return self._unseal(token, sealed)
+            return entry.sealed
 
-    def close(self, token: str) -> None:
-        """End a session (logout)."""
-        lookup, _ = self._box(token)
+    def _drop(self, lookup: bytes) -> None:
         with self._lock:
             self._entries.pop(lookup, None)
 
@@ -114,24 +144,15 @@ class RedisSourceSessionStore(SourceSessionStore):
         self._redis = redis.Redis.from_url(url)
         self._prefix = prefix + "source-session:"
 
-    def open(self, report_id: str, secret_key: UnitSecretKey) -> str:
-        token, lookup, sealed = self._seal(report_id, secret_key)
+    def _put(self, lookup: bytes, sealed: bytes) -> None:
         self._redis.set(self._prefix + lookup.hex(), sealed, ex=self._idle)
-        return token
 
-    def get(self, token: str) -> tuple[str, UnitSecretKey] | None:
-        try:
-            lookup, _ = self._box(token)
-        except UnicodeEncodeError:
-            return None
+    def _touch(self, lookup: bytes) -> bytes | None:
         # GETEX refreshes the idle timer in the same round trip.
         sealed = self._redis.getex(self._prefix + lookup.hex(), ex=self._idle)
-        if not isinstance(sealed, bytes):
-            return None
-        return self._unseal(token, sealed)
+        return sealed if isinstance(sealed, bytes) else None
 
-    def close(self, token: str) -> None:
-        lookup, _ = self._box(token)
+    def _drop(self, lookup: bytes) -> None:
         self._redis.delete(self._prefix + lookup.hex())
 
     def __len__(self) -> int:
@@ -142,4 +163,4 @@ def make_store(storage_url: str, prefix: str) -> SourceSessionStore:
     """Redis when the rate-limit storage is Redis (several workers), else this process's memory."""
     if storage_url.startswith(("redis://", "rediss://", "redis+unix://")):
         return RedisSourceSessionStore(storage_url.replace("redis+unix://", "unix://"), prefix)
-    return SourceSessionStore()
+    return MemorySourceSessionStore()
