@@ -217,6 +217,8 @@ def start_gunicorn(environ: dict[str, str], root: Path, *, app: str = "wsgi:app"
            if not k.startswith(("WHISTLE_", "GUNICORN_", "FORWARDED_ALLOW_IPS"))}
     tmp = root / "server-tmp"
     tmp.mkdir(exist_ok=True)
+    # One interface per gunicorn, as deployed (the production configuration refuses "all").
+    env["WHISTLE_INTERFACE"] = "source"
     env.update(environ, WHISTLE_BIND=f"127.0.0.1:{port}", WHISTLE_WORKERS=str(workers),
                TMPDIR=str(tmp), PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF)]

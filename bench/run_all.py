@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH, machine  # noqa: E402
 
-BENCHMARKS = ("submissions", "upload", "decrypt", "browser", "case_list")
+BENCHMARKS = ("submissions", "upload", "decrypt", "browser", "case_list", "attacks")
 
 
 def fmt(value: float) -> str:

@@ -7,9 +7,17 @@ Behind a Tor onion service every request arrives from 127.0.0.1, and the server 
 day: nothing here may write a client address, a User-Agent or an exact time, and nothing may trust
 what a client claims about itself. Environment variables (all optional):
 
-    WHISTLE_BIND     address to listen on             default 127.0.0.1:8000
-    WHISTLE_WORKERS  worker processes                 default 1 (more need Redis: see ``workers``)
-    WHISTLE_THREADS  threads per worker               default 8
+    WHISTLE_BIND            address to listen on                      default 127.0.0.1:8000
+    WHISTLE_WORKERS         worker processes                          default 1 (more need Redis)
+    WHISTLE_THREADS         threads for pages and small posts         default 16
+    WHISTLE_UPLOAD_THREADS  threads that stream attachments           default 16
+    WHISTLE_CONNECTIONS     open connections per worker               default 1000
+    WHISTLE_HEADER_TIMEOUT  seconds for a request head, "LOW-HIGH"    default 20-40
+    WHISTLE_BODY_TIMEOUT    initial seconds for a request body        default 20
+    WHISTLE_MIN_RATE        bytes/s that extend a head/body deadline  default 500
+    WHISTLE_UPLOAD_MIN_RATE bytes/s an attachment upload must keep    default 4096
+    WHISTLE_BUFFER_KB       bodies up to this are read before a thread sees them  default 2048
+    WHISTLE_BUFFER_BUDGET_MB  memory for such bodies, per worker      default 256
 
 plus the app's own ``WHISTLE_*`` variables (README.md). Bad values stop the server with one line.
 """
@@ -58,10 +66,47 @@ if workers > 1 and not os.environ.get("WHISTLE_RATELIMIT_STORAGE", "").strip().s
           file=sys.stderr)
     raise SystemExit(1)
 
-# Threads, not processes, for concurrency: an upload over Tor can take many minutes and holds one
-# thread, not a whole process, while argon2 and SQLite release the GIL.
-worker_class = "gthread"
-threads = _env_int("WHISTLE_THREADS", 8, 1, 256)
+# The source and investigator interfaces run as separate gunicorn instances (deploy/systemd/):
+# sharing workers, a burst of investigator logins (argon2 password hashes) delayed source pages to
+# 5.8 s. "all" is for the demo on one machine only; the production configuration refuses it.
+_interface = os.environ.get("WHISTLE_INTERFACE", "").strip() or "all"
+if _interface == "all":
+    print("whistle: refusing to start: set WHISTLE_INTERFACE=source or WHISTLE_INTERFACE=investigator "
+          "(one gunicorn per interface; \"all\" is for `whistle demo` only)", file=sys.stderr)
+    raise SystemExit(1)
+
+# whistle's own worker (whistle/worker.py): gunicorn's threads, but the main loop reads each request
+# head and each small body into memory under deadlines and a minimum rate before a thread sees it,
+# so slow clients cost a socket, never a thread. Attachments stream in a pool of their own.
+# docs/deploy.md says why this model and not another, with the measurements.
+worker_class = "whistle.worker.WhistleWorker"
+threads = _env_int("WHISTLE_THREADS", 16, 1, 256)
+_env_int("WHISTLE_UPLOAD_THREADS", 16, 1, 256)
+# Open connections per worker. When all are taken the one that has waited longest without
+# completing a request is closed for the newcomer, so idle or stalled connections cannot lock
+# anyone out; beyond that, Tor's stream limits and proof of work (deploy/torrc) bound the load.
+worker_connections = _env_int("WHISTLE_CONNECTIONS", 1000, 10, 100_000)
+
+
+def _env_timeout_range(name: str, default: str) -> None:
+    raw = os.environ.get(name, "").strip() or default
+    low, _, high = raw.partition("-")
+    try:
+        ok = 1 <= float(low) <= float(high or low) <= 3600
+    except ValueError:
+        ok = False
+    if not ok:
+        print(f"whistle: refusing to start: {name} must be seconds, or LOW-HIGH seconds "
+              f"(1 to 3600), got {raw!r}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+_env_timeout_range("WHISTLE_HEADER_TIMEOUT", "20-40")
+_env_int("WHISTLE_BODY_TIMEOUT", 20, 1, 3600)
+_env_int("WHISTLE_MIN_RATE", 500, 1, 10_000_000)
+_env_int("WHISTLE_UPLOAD_MIN_RATE", 4096, 1, 10_000_000)
+_env_int("WHISTLE_BUFFER_KB", 2048, 64, 1_048_576)
+_env_int("WHISTLE_BUFFER_BUDGET_MB", 256, 16, 1_048_576)
 
 # Create the app once in the master, before forking: a bad setup (missing or malformed unit key,
 # a private key in the key folder, bad WHISTLE_* value) stops gunicorn at once with wsgi.py's one
@@ -81,9 +126,8 @@ def post_fork(server, worker):  # type: ignore[no-untyped-def]
 
 # --- Time limits -----------------------------------------------------------------------------
 
-# With gthread this is how long a worker's main loop may go silent before the master kills it;
-# requests run in threads and are not cut off by it, so a slow Tor upload is safe either way. It
-# is long anyway so that nothing under load, or a switch to the sync worker, kills an upload.
+# How long a worker's main loop may go silent before the master kills it; requests run in threads
+# and are not cut off by it (their deadlines are the worker's: WHISTLE_HEADER_TIMEOUT and friends).
 timeout = 600
 # On restart (SIGTERM/HUP), in-flight uploads get this long to finish before workers are killed.
 # Keep systemd's TimeoutStopSec above it.

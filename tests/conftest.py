@@ -119,7 +119,7 @@ def environ(tmp_path: Path, workstation: Workstation, database_url: str | None) 
         "WHISTLE_LIMIT_SUBMIT_SESSION": "10000 per minute",
         "WHISTLE_LIMIT_LOGIN_GLOBAL": "10000 per minute",
         "WHISTLE_LIMIT_LOGIN_SESSION": "10000 per minute",
-        "WHISTLE_LIMIT_LOGIN_FAILURES_GLOBAL": "10000 per minute",
+        "WHISTLE_LIMIT_MESSAGE_GLOBAL": "10000 per minute",
         "WHISTLE_LIMIT_MESSAGE_SESSION": "10000 per minute",
     }
 

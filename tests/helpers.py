@@ -52,6 +52,18 @@ def post_form(client: FlaskClient, body: str, files: list[tuple[str, str, bytes]
     return client.post("/submit", data=data, content_type="multipart/form-data")
 
 
+def pow_token(client: FlaskClient, purpose: str) -> str:
+    """Fetch a proof-of-work challenge and solve it in Python, as pow.js does in the browser:
+    the value of the X-Whistle-PoW header or the form field ``pow``."""
+    import base64
+
+    from whistle.pow import solve
+
+    data = client.get(f"/api/v1/pow?purpose={purpose}").get_json()
+    nonce = solve(base64.b64decode(data["challenge"]), data["difficulty"])
+    return f"{data['challenge']}.{nonce}"
+
+
 def export_and_decrypt(app: Flask, ws: Workstation, tmp: Path, *, include_all: bool = False) -> Path:
     """Run the server's export and the workstation's decrypt; return the output folder."""
     state = app.extensions["whistle"]
@@ -124,7 +136,10 @@ def start_gunicorn(environ: dict[str, str], *, bind: str, tmp_dir: Path, stdout:
 
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("WHISTLE_", "GUNICORN_", "FORWARDED_ALLOW_IPS"))}
-    env.update(environ, WHISTLE_BIND=bind, TMPDIR=str(tmp_dir), PYTHONUNBUFFERED="1")
+    # The production configuration serves one interface per gunicorn; the source one unless a
+    # test asks for the investigators'.
+    env.update({"WHISTLE_INTERFACE": "source"}, **environ)
+    env.update(WHISTLE_BIND=bind, TMPDIR=str(tmp_dir), PYTHONUNBUFFERED="1")
     env.update(extra_env or {})
     return subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "wsgi:app"],
@@ -132,7 +147,8 @@ def start_gunicorn(environ: dict[str, str], *, bind: str, tmp_dir: Path, stdout:
     )
 
 
-def wait_until_serving(url: str, proc, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+def wait_until_serving(url: str, proc, timeout: float = 60,  # type: ignore[no-untyped-def]
+                       path: str = "/api/v1/unit-key") -> None:
     """Poll ``url`` until the server answers; raise with its exit status if it dies first."""
     import time
     import urllib.request
@@ -140,7 +156,7 @@ def wait_until_serving(url: str, proc, timeout: float = 60) -> None:  # type: ig
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(url + "/api/v1/unit-key", timeout=2):  # noqa: S310
+            with urllib.request.urlopen(url + path, timeout=2):  # noqa: S310
                 return
         except OSError:
             if proc.poll() is not None:
@@ -148,3 +164,22 @@ def wait_until_serving(url: str, proc, timeout: float = 60) -> None:  # type: ig
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start in time") from None
             time.sleep(0.05)
+
+
+def page_session(port: int, path: str = "/submit") -> tuple[str, str]:
+    """GET a source page of the server on ``port`` as a browser would; return its session cookie
+    (``name=value``) and the CSRF token of its ``<meta name="csrf-token">``."""
+    import http.client
+    import re
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        html = resp.read().decode()
+        cookie = (resp.getheader("Set-Cookie") or "").split(";", 1)[0]
+    finally:
+        conn.close()
+    token = re.search(r'<meta name="csrf-token" content="([^"]+)"', html)
+    assert cookie and token, "the page gave no session cookie or CSRF token"
+    return cookie, token.group(1)

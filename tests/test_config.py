@@ -122,6 +122,10 @@ def test_config_empty_value_means_default(tmp_path: Path, name: str) -> None:
     ("WHISTLE_CATEGORIES", "fra ude=Fraude"),
     ("WHISTLE_CATEGORIES", ";;"),
     ("WHISTLE_CATEGORIES", "fraude=Fraude;fraude=Otra vez"),
+    # Removed with the global lockouts (issue 8): refused rather than silently ignored.
+    ("WHISTLE_LIMIT_LOGIN_FAILURES_GLOBAL", "120 per hour"),
+    ("WHISTLE_LIMIT_SUBMIT_GLOBAL", "600 per hour"),
+    ("WHISTLE_LIMIT_SUBMT_SESSION", "5 per hour"),
 ])
 def test_config_bad_value_raises_configerror_naming_the_variable(
     tmp_path: Path, name: str, value: str

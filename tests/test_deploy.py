@@ -134,3 +134,23 @@ def test_deploy_backup_unit_runs_daily_backup() -> None:
     unit = _unit("whistle-backup.service")
     assert "whistle backup --out" in unit["ExecStart"][0] and unit["User"] == ["whistle"]
     assert _unit("whistle-backup.timer")["Persistent"] == ["true"]
+
+
+@pytest.mark.parametrize("name", ["whistle-source.service", "whistle-investigator.service"])
+def test_deploy_units_keep_worker_memory_and_logs_off_disk(name: str) -> None:
+    unit = _unit(name)
+    # Worker memory (reports being sealed, sources' keys) is never swapped out.
+    assert unit["MemorySwapMax"] == ["0"]
+    # Their log lines, each stamped to the microsecond by journald, go to the whistle namespace.
+    assert unit["LogNamespace"] == ["whistle"]
+
+
+def test_deploy_journald_namespace_is_volatile_and_short_lived() -> None:
+    text = (UNITS / "journald@whistle.conf").read_text()
+    settings = dict(ln.split("=", 1) for ln in text.splitlines()
+                    if "=" in ln and not ln.startswith(("#", "[")))
+    assert "[Journal]" in text.splitlines()
+    assert settings["Storage"] == "volatile"  # never on disk
+    assert settings["MaxRetentionSec"] == "1day" and settings["MaxFileSec"] == "1h"
+    for forward in ("ForwardToSyslog", "ForwardToKMsg", "ForwardToConsole", "ForwardToWall"):
+        assert settings[forward] == "no", forward

@@ -135,7 +135,8 @@ def test_gunicorn_serves_without_banner_address_or_access_log(
 
 
 @pytest.mark.parametrize("case", ["missing unit key", "private key in key folder", "bad worker count",
-                                  "two workers without redis"])
+                                  "two workers without redis", "both interfaces in one process",
+                                  "bad header timeout"])
 def test_gunicorn_refuses_to_start(case: str, environ: dict[str, str], config: Config,
                                    workstation: Workstation, tmp_path: Path) -> None:
     env = dict(environ)
@@ -150,6 +151,12 @@ def test_gunicorn_refuses_to_start(case: str, environ: dict[str, str], config: C
     elif case == "bad worker count":
         extra["WHISTLE_WORKERS"] = "lots"
         expected = "WHISTLE_WORKERS"
+    elif case == "both interfaces in one process":
+        extra["WHISTLE_INTERFACE"] = "all"
+        expected = "WHISTLE_INTERFACE"
+    elif case == "bad header timeout":
+        extra["WHISTLE_HEADER_TIMEOUT"] = "40-20"
+        expected = "WHISTLE_HEADER_TIMEOUT"
     else:
         env.pop("WHISTLE_RATELIMIT_STORAGE", None)
         extra["WHISTLE_WORKERS"] = "2"
@@ -181,10 +188,12 @@ def test_gunicorn_config_is_what_production_needs() -> None:
         f"sys.argv = ['gunicorn', '-c', {str(GUNICORN_CONF)!r}, 'wsgi:app']\n"
         "c = WSGIApplication('%(prog)s').cfg\n"
         "print(repr((c.bind, c.workers, c.worker_class_str, c.threads, c.preload_app,"
-        " c.accesslog, c.errorlog, c.loglevel, c.forwarded_allow_ips, c.proc_name, c.timeout)))\n"
+        " c.accesslog, c.errorlog, c.loglevel, c.forwarded_allow_ips, c.proc_name, c.timeout,"
+        " c.worker_connections)))\n"
     )
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(REPO)}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(REPO), "WHISTLE_INTERFACE": "source"}
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=60, check=True)
     assert done.stdout.strip() == repr(
-        (["127.0.0.1:8000"], 1, "gthread", 8, True, None, "-", "warning", [], "whistle", 600))
+        (["127.0.0.1:8000"], 1, "whistle.worker.WhistleWorker", 16, True, None, "-", "warning", [],
+         "whistle", 600, 1000))

@@ -146,6 +146,40 @@ def test_logout_clears_session_and_voids_copied_cookie(
 # --- Throttling ---------------------------------------------------------------------------------
 
 
+def test_login_busy_hash_slots_answer_503_within_bound(
+        client: FlaskClient, investigator: Account, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every password-hash slot held by other logins: this one gives up after HASH_WAIT_SECONDS
+    with 503 and Retry-After (not counted as a failure), and works once a slot is free."""
+    import threading
+
+    monkeypatch.setattr(accounts, "HASH_WAIT_SECONDS", 0.3)
+    inside, release = threading.Semaphore(0), threading.Event()
+
+    def hold() -> None:
+        with accounts._hash_slots.slot(10):
+            inside.release()
+            release.wait(10)
+
+    holders = [threading.Thread(target=hold) for _ in range(2)]  # the gate has two slots
+    for thread in holders:
+        thread.start()
+    try:
+        for _ in holders:
+            assert inside.acquire(timeout=10), "a holder never got its slot"
+        started = time.monotonic()
+        resp = login(client, investigator)
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+        for thread in holders:
+            thread.join(10)
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "30"
+    assert "El servidor está ocupado" in resp.get_data(as_text=True)
+    assert 0.3 <= elapsed < 3
+    assert audit_rows(client.application) == []  # neither a login nor a failure
+    assert login(client, investigator).status_code == 303
+
+
 @pytest.mark.parametrize("name", ["alice", "nobody"])
 def test_login_throttles_sixth_failure_per_name(
     client: FlaskClient, investigator: Account, name: str

@@ -8,21 +8,24 @@ export → decrypt shows the answer; once through the command line, once through
 from __future__ import annotations
 
 import io
+import os
 import re
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import Account, Workstation, csrf_token, login
+from conftest import Account, Clock, Workstation, csrf_token, login, make_account
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import post_form, report_folders
+from helpers import api_payload, find_needles, post_api, post_form, report_folders
 from sqlalchemy import select
 from test_followup import RECEIPT
 from test_followup import login as source_login
 
-from whistle import cli
+from whistle import cli, create_app
 from whistle.bundle import BundleReader
+from whistle.config import load_config
+from whistle.instance import load_or_create_secrets
 from whistle.models import AuditEntry, Item, Report
 from whistle.workstation import decrypt_bundle
 
@@ -86,6 +89,44 @@ def test_investigator_delete_case_needs_confirmation(app: Flask, inv: FlaskClien
     assert inv.get(f"/investigator/case/{rid}").status_code == 404
     with app.extensions["whistle"].sessions() as db:
         assert db.scalars(select(Item)).all() == []
+
+
+def test_investigator_delete_case_leaves_no_ciphertext_on_disk(
+        environ: dict[str, str], tmp_path: Path, clock: Clock, fast_passwords: None) -> None:
+    """After a deletion no byte of the case's ciphertext is left in the database, -wal or -shm.
+
+    Always on SQLite (the WAL is SQLite's), also on the run with PostgreSQL.
+    """
+    env = {k: v for k, v in environ.items() if k != "WHISTLE_DATABASE_URL"}
+    cfg = load_config(env, cwd=tmp_path)
+    load_or_create_secrets(cfg, time_cost=1, memory_cost_kib=8)
+    app = create_app(cfg)
+    app.config.update(TESTING=True)
+    try:
+        payload = api_payload(app.extensions["whistle"].unit_key, "canario",
+                              [("informe.pdf", "application/pdf", os.urandom(200_000))])
+        envelope = payload["report"][0].getvalue()  # type: ignore[index]
+        attachment = payload["attachment"][0][0].getvalue()  # type: ignore[index]
+        # Slices from the middle of each ciphertext: random bytes no other file can hold.
+        needles = {"envelope": envelope[200:232], "attachment": attachment[100_000:100_032]}
+        assert post_api(app.test_client(), payload).status_code == 201
+
+        def on_disk() -> list[str]:
+            return find_needles([f for f in cfg.data_dir.rglob("*") if f.is_file()], needles)
+
+        assert sorted(h.split(" in ")[0] for h in on_disk()) == ["attachment", "envelope"]
+        inv = app.test_client()
+        assert login(inv, make_account(app, clock, "alice")).status_code == 303
+        rid = report_id(app)
+        token = csrf_token(inv, f"/investigator/case/{rid}")
+        resp = inv.post(f"/investigator/case/{rid}/delete", data={"csrf_token": token,
+                                                                  "confirm": rid[:8]})
+        assert resp.status_code == 303
+        assert on_disk() == []
+        wal = Path(str(app.extensions["whistle"].engine.url.database) + "-wal")
+        assert wal.exists() and wal.stat().st_size == 0
+    finally:
+        app.extensions["whistle"].engine.dispose()
 
 
 def test_investigator_bad_replies_upload_imports_nothing(app: Flask, inv: FlaskClient) -> None:

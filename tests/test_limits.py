@@ -1,22 +1,26 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""Abuse limits that work behind Tor: global and per-session ceilings, passphrase backoff, the
-bounded argon2 gate; never keyed on the client address."""
+"""Abuse limits that work behind Tor: proof of work or a per-minute machine ceiling, per-session
+ceilings and a server-side passphrase backoff, the bounded argon2 gate; never keyed on the client
+address, and never a lock on everyone (docs/security.md, "Fair limits")."""
 
 from __future__ import annotations
 
+import io
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import Workstation, csrf_token
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import api_payload, post_api, post_form
+from helpers import api_payload, post_api, post_form, pow_token
 from test_followup import file_report
 from test_followup import login as source_login
 
 from whistle import create_app
-from whistle.config import load_config
+from whistle.config import ConfigError, load_config
 from whistle.instance import load_or_create_secrets
 
 
@@ -50,19 +54,142 @@ def test_limits_submissions_per_session_429_with_retry_after(
     resp = post_form(client, "tres", [])
     assert resp.status_code == 429
     assert int(resp.headers["Retry-After"]) > 0
-    assert "wait" in resp.get_data(as_text=True).lower() or "espere" in resp.get_data(as_text=True)
+    assert any(w in resp.get_data(as_text=True).lower() for w in ("wait", "espere"))
     api = post_api(client, api_payload(workstation.secret_key.public_key, "cuatro", []))
     assert api.status_code == 429 and api.get_json()["error"] == "http_429"
     # Another visitor (another session) is not held back by this one.
     assert post_form(app.test_client(), "otra persona", []).status_code == 200
 
 
+class FrozenClock:
+    """``time.time`` held still (a few seconds into a minute) and moved only by the test, so the
+    minute-aligned windows cannot roll over in the middle of a test."""
+
+    def __init__(self) -> None:
+        self.now = float(int(time.time()) // 60 * 60 + 5)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
+    frozen = FrozenClock()
+    monkeypatch.setattr(time, "time", frozen)
+    return frozen
+
+
 def test_limits_submissions_global_ceiling_applies_across_sessions(
-    environ: dict[str, str], tmp_path: Path
+    environ: dict[str, str], tmp_path: Path, clock: FrozenClock
 ) -> None:
     app = make_app(environ, tmp_path, submit_global="3 per minute")
     codes = [post_form(app.test_client(), f"informe {n}", []).status_code for n in range(5)]
     assert codes == [200, 200, 200, 429, 429]
+
+
+def test_limits_ceiling_js_off_gets_wait_in_words_and_the_form(
+    environ: dict[str, str], tmp_path: Path, clock: FrozenClock
+) -> None:
+    """Over the per-minute ceiling, a JavaScript-off source gets 429, a wait under a minute in
+    words, and the form again; a minute later the same post goes through."""
+    app = make_app(environ, tmp_path, submit_global="2 per minute", login_global="2 per minute")
+    for n in range(2):
+        post_form(app.test_client(), f"relleno {n}", [])
+    client = app.test_client()
+    resp = post_form(client, "el informe real", [])
+    assert resp.status_code == 429
+    wait = int(resp.headers["Retry-After"])
+    assert 0 < wait <= 60
+    html = resp.get_data(as_text=True)
+    assert f"{wait} seconds" in html or f"{wait} segundos" in html
+    assert 'id="submit-form"' in html and 'name="csrf_token"' in html
+    for _ in range(2):
+        source_login(app.test_client(), "nada " * 7)
+    resp = source_login(app.test_client(), "nada " * 7)
+    assert resp.status_code == 429 and 0 < int(resp.headers["Retry-After"]) <= 60
+    assert 'name="passphrase"' in resp.get_data(as_text=True)
+    clock.now += wait
+    assert post_form(client, "el informe real", []).status_code == 200
+
+
+def test_limits_wrong_passphrases_from_fresh_cookies_leave_correct_one_working(
+    environ: dict[str, str], tmp_path: Path, clock: FrozenClock
+) -> None:
+    """The lockout script of issue 8, against the shipped defaults: 35 wrong passphrases from
+    fresh cookies. Failures count against nobody else: the right passphrase with a proof of work
+    logs in at once, and without one (JavaScript off) at the latest a minute later."""
+    app = make_app(environ, tmp_path)
+    phrase = file_report(app.test_client())
+    codes = {source_login(app.test_client(), "nada " * 7).status_code for _ in range(35)}
+    assert codes == {400, 429}  # the per-minute ceiling for posts without proof of work
+    client = app.test_client()
+    resp = client.post("/followup", data={"csrf_token": csrf_token(client, "/followup"),
+                                          "passphrase": phrase, "pow": pow_token(client, "login")})
+    assert resp.status_code == 302
+    clock.now += 60
+    assert source_login(app.test_client(), phrase).status_code == 302
+
+
+def test_limits_junk_submissions_leave_real_report_working(
+    environ: dict[str, str], tmp_path: Path, workstation: Workstation, clock: FrozenClock
+) -> None:
+    """35 junk reports from fresh cookies (more than the ceiling): a real report sent with a
+    proof of work is still accepted."""
+    app = make_app(environ, tmp_path)
+    codes = {post_form(app.test_client(), f"basura {n}", []).status_code for n in range(35)}
+    assert codes == {200, 429}
+    client = app.test_client()
+    token = csrf_token(client)
+    resp = client.post("/api/v1/reports", data=api_payload(workstation.secret_key.public_key,
+                                                           "informe real", []),
+                       content_type="multipart/form-data",
+                       headers={"X-CSRFToken": token, "X-Whistle-PoW": pow_token(client, "submit")})
+    assert resp.status_code == 201 and resp.get_json()["passphrase"]
+
+
+class CountingStream(io.BytesIO):
+    """A request body that records how much of it was read."""
+
+    read_bytes = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.read_bytes += len(data)
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        data = super().readline(size)
+        self.read_bytes += len(data)
+        return data
+
+
+def test_limits_run_before_csrf_and_refuse_without_reading_the_body(
+    environ: dict[str, str], tmp_path: Path, clock: FrozenClock
+) -> None:
+    from whistle import limits
+    from whistle.app import csrf
+
+    app = make_app(environ, tmp_path, submit_global="1 per minute")
+    hooks: list[Callable[..., object]] = app.before_request_funcs[None]
+    names = [getattr(h, "__name__", "") for h in hooks]
+    assert hooks.index(limits.guard) < names.index("csrf_protect")
+    assert csrf is not None
+    post_form(app.test_client(), "uno", [])
+    client = app.test_client()
+    token = csrf_token(client)
+    body = (f"csrf_token={token}&category=medication&body=" + "x" * 20_000).encode()
+    stream = CountingStream(body)
+    resp = client.post("/submit", input_stream=stream,
+                       content_type="application/x-www-form-urlencoded",
+                       headers={"Content-Length": str(len(body))})
+    assert resp.status_code == 429
+    assert stream.read_bytes == 0
+
+
+def test_limits_global_ceilings_are_per_minute_at_most() -> None:
+    with pytest.raises(ConfigError, match="per second or per minute"):
+        load_config({"WHISTLE_LIMIT_SUBMIT_GLOBAL": "600 per hour"})
+    assert load_config({"WHISTLE_LIMIT_LOGIN_GLOBAL": "5 per second"}).limits.login_global
 
 
 def test_limits_not_keyed_on_address(environ: dict[str, str], tmp_path: Path) -> None:
@@ -94,13 +221,51 @@ def test_limits_passphrase_backoff_after_repeated_failures(environ: dict[str, st
     assert source_login(client, phrase).status_code == 302
 
 
-def test_limits_failed_logins_global_cap(environ: dict[str, str], tmp_path: Path) -> None:
-    app = make_app(environ, tmp_path, login_failures_global="3 per hour")
-    codes = []
+def test_limits_backoff_survives_cookie_replay(environ: dict[str, str], tmp_path: Path,
+                                               clock: FrozenClock) -> None:
+    """The failure count lives server-side: the cookie from before the failures is still under
+    the backoff (the wait rounded up to the minute), where it used to reset it."""
+    app = make_app(environ, tmp_path)
+    client = app.test_client()
+    phrase = file_report(client)
+    client.get("/followup")
+    before = client.get_cookie("whistle")
+    assert before is not None
+    for n in range(5):
+        if n:
+            clock.now += 1  # past the 1-second wait the 4th failure sets
+        assert source_login(client, "palabra " * 7).status_code == 400
+    current = source_login(client, phrase)
+    assert current.status_code == 429 and current.headers["Retry-After"] == "2"
+    client.set_cookie("whistle", before.value)
+    replayed = client.post("/followup", data={"csrf_token": csrf_token(client, "/followup"),
+                                              "passphrase": phrase})
+    assert replayed.status_code == 429
+    assert int(replayed.headers["Retry-After"]) >= int(current.headers["Retry-After"])
+    assert int(replayed.headers["Retry-After"]) <= 60
+    assert 'name="passphrase"' in replayed.get_data(as_text=True)
+    clock.now += 120
+    client.set_cookie("whistle", before.value)
+    assert source_login(client, phrase).status_code == 302
+
+
+def test_limits_backoff_keys_are_not_dated_to_the_second(environ: dict[str, str], tmp_path: Path,
+                                                        clock: FrozenClock) -> None:
+    app = make_app(environ, tmp_path)
+    client = app.test_client()
+    clock.now += 17.3
     for _ in range(5):
-        client = app.test_client()  # a fresh session each time, as a guessing script would
-        codes.append(source_login(client, "nada " * 7).status_code)
-    assert codes == [400, 400, 400, 429, 429]
+        source_login(client, "palabra " * 7)
+        clock.now += 40
+    from whistle.counters import MemoryCounterStore
+
+    store = app.extensions["whistle_counters"]
+    if not isinstance(store, MemoryCounterStore):
+        pytest.skip("reads the memory store's entries (Redis: EXPIREAT on the same boundaries)")
+    assert all(exp % 60 == 0 for _, exp in store._entries.values())
+    backoff = [exp for key, (_, exp) in store._entries.items() if ":pf" in key]
+    # Nothing outlives its purpose: the failure count is forgotten within 21 minutes.
+    assert len(backoff) == 2 and max(backoff) - clock.now <= 21 * 60
 
 
 def test_limits_argon2_gate_bounds_concurrency(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:

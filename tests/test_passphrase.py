@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,18 @@ def test_derivationgate_releases_slot_when_derivation_fails() -> None:
 
 def test_gatebusyerror_is_a_passphraseerror() -> None:
     assert issubclass(GateBusyError, PassphraseError)
+
+
+def test_derivationgate_default_wait_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an explicit timeout a derivation waits GATE_WAIT_SECONDS, never indefinitely."""
+    monkeypatch.setattr(pp, "GATE_WAIT_SECONDS", 0.2)
+    gate = DerivationGate(1)
+    thread, release = _hold_slot(monkeypatch, gate)
+    try:
+        started = time.monotonic()
+        with pytest.raises(GateBusyError):
+            gate.derive("otra frase", TINY)
+        assert 0.15 < time.monotonic() - started < 3
+    finally:
+        release.set()
+        thread.join(10)

@@ -13,7 +13,6 @@ import hmac
 import io
 import re
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .models import Investigator
-from .passphrase import wordlist
+from .passphrase import DerivationGate, wordlist
 
 NAME_RE = re.compile(r"^[a-z0-9._-]{1,64}$")
 TOTP_ISSUER = "whistle"
@@ -41,7 +40,10 @@ password_hasher = PasswordHasher()
 
 # Each verification holds its whole memory cost (64 MiB): a burst of logins waits here instead
 # of exhausting the server's memory (the login route's global rate limit bounds the queue).
-_hash_slots = threading.BoundedSemaphore(2)
+_hash_slots = DerivationGate(2)
+# ... but never for long: after this many seconds without a free slot the caller gets
+# passphrase.GateBusyError (the app answers 503 with Retry-After) and its worker thread is free.
+HASH_WAIT_SECONDS = 5.0
 _dummy_hashes: dict[tuple[int, int, int], str] = {}
 
 
@@ -105,12 +107,12 @@ def totp_uri(name: str, secret: str) -> str:
 
 
 def _hash(password: str) -> str:
-    with _hash_slots:
+    with _hash_slots.slot(HASH_WAIT_SECONDS):
         return password_hasher.hash(password)
 
 
 def _verify(stored_hash: str, password: str) -> bool:
-    with _hash_slots:
+    with _hash_slots.slot(HASH_WAIT_SECONDS):
         try:
             return bool(password_hasher.verify(stored_hash, password))
         except (VerificationError, InvalidHashError):
@@ -121,7 +123,8 @@ def _dummy_hash() -> str:
     # Hashed with the current hasher's costs so an unknown name costs as much as a known one.
     key = (password_hasher.time_cost, password_hasher.memory_cost, password_hasher.parallelism)
     if key not in _dummy_hashes:
-        _dummy_hashes[key] = password_hasher.hash(secrets.token_urlsafe(16))
+        # Under the gate too: the first unknown-name logins of a burst would each hash at once.
+        _dummy_hashes[key] = _hash(secrets.token_urlsafe(16))
     return _dummy_hashes[key]
 
 
@@ -190,6 +193,8 @@ def authenticate(session: Session, name: str, password: str, code: str, *,
     Exactly one password verification runs whether or not the name exists, so response time does
     not reveal which names exist. A TOTP code is accepted once: its time step must be later than
     the last accepted one (``totp_last_step``), which this records. The caller commits.
+    Raises :class:`whistle.passphrase.GateBusyError` (neither a success nor a failure) when no
+    hashing slot frees within :data:`HASH_WAIT_SECONDS`.
     """
     account = find_account(session, name)
     ok = _verify(account.password_hash if account else _dummy_hash(), password)

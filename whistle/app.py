@@ -11,16 +11,16 @@ from flask import Flask, jsonify, make_response, render_template, request, url_f
 from flask.typing import ResponseReturnValue
 from flask_babel import Babel
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
-from . import i18n, limits, security
+from . import faults, i18n, limits, quotas, security
 from .config import Config, load_config
 from .db import make_sessionmaker
 from .instance import check_key_folder, init_instance
-from .passphrase import DerivationGate
+from .passphrase import DerivationGate, GateBusyError
 from .source_sessions import make_store
 from .state import State
-from .uploads import WhistleRequest
+from .uploads import ClientTooSlow, WhistleRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
@@ -76,6 +76,8 @@ def create_app(config: Config | None = None) -> Flask:
     i18n.init_app(app)
     security.init_app(app)
     limits.init_app(app)
+    # Upload quotas: first before_request of all, ahead of CSRF; 507 for a full disk.
+    quotas.init_app(app)
 
     from .investigator import bp as investigator_bp
     from .source import bp as source_bp
@@ -125,6 +127,15 @@ def _register_errors(app: Flask) -> None:
         from flask_babel import gettext as _
 
         code = exc.code or 500
+        # Werkzeug turns any error while reading the body into "client disconnected" (400); one
+        # caused by the worker's minimum-rate cut gets its own answer.
+        if isinstance(exc.__context__, ClientTooSlow):
+            return too_slow(exc.__context__)
+        # An exception in an after_request hook (the limiter deducting from Redis) reaches here
+        # as a 500 wrapping it: a backend fault still answers 503.
+        original = getattr(exc, "original_exception", None)
+        if code == 500 and isinstance(original, Exception) and faults.is_unavailable(original):
+            return unavailable(original)
         messages = {
             400: _("The request could not be understood."),
             404: _("This page does not exist."),
@@ -150,10 +161,45 @@ def _register_errors(app: Flask) -> None:
             response.headers.setdefault("Retry-After", "30")
         return response
 
+    @app.errorhandler(GateBusyError)
+    def gate_busy(exc: GateBusyError) -> ResponseReturnValue:
+        # Every argon2 slot stayed taken for the whole bounded wait: the documented busy answer.
+        return http_error(ServiceUnavailable())
+
+    def unavailable(exc: Exception) -> ResponseReturnValue:
+        from flask_babel import gettext as _
+
+        # The database or Redis is unreachable. The request's transaction was rolled back when
+        # its ``with sessions…`` block exited, so "nothing was stored" is true. Type only in the
+        # log: SQLAlchemy's message quotes the statement and its parameters (ciphertext).
+        app.logger.warning("backend unavailable: %s", type(exc).__name__)
+        message = _("Something went wrong. Nothing was stored; please try again later.")
+        if _wants_json():
+            response = make_response(jsonify(error="unavailable", message=message), 503)
+        else:
+            response = make_response(render_template("error.html", code=503, message=message), 503)
+        response.headers["Retry-After"] = str(faults.RETRY_AFTER_SECONDS)
+        return response
+
+    @app.errorhandler(ClientTooSlow)
+    def too_slow(exc: ClientTooSlow) -> ResponseReturnValue:
+        from flask_babel import gettext as _
+
+        # The worker cut a body that arrived below the minimum rate; whatever was spooled is
+        # gone with the request, and the worker closes the connection after this answer.
+        message = _("What you sent arrived too slowly and was not stored. Please try again.")
+        if _wants_json():
+            response = make_response(jsonify(error="too_slow", message=message), 408)
+        else:
+            response = make_response(render_template("error.html", code=408, message=message), 408)
+        return response
+
     @app.errorhandler(Exception)
     def internal_error(exc: Exception) -> ResponseReturnValue:
         from flask_babel import gettext as _
 
+        if faults.is_unavailable(exc):
+            return unavailable(exc)
         # Log the exception type only: messages can quote request data.
         app.logger.error("internal error: %s", type(exc).__name__)
         message = _("Something went wrong. Nothing was stored; please try again later.")

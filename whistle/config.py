@@ -39,18 +39,47 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """Rate limits in flask-limiter's notation ("20 per minute;300 per hour"). None is keyed
-    on an address: behind Tor every request comes from 127.0.0.1."""
+    """Rate limits in flask-limiter's notation ("30 per minute"). None is keyed on an address:
+    behind Tor every request comes from 127.0.0.1 (docs/security.md, "Fair limits").
 
-    # Each submission costs one argon2 derivation (64 MiB, ~0.3 s): a global ceiling bounds the
-    # work a flood can cause, whoever sends it.
-    submit_global: str = "20 per minute;600 per hour"
+    ``*_global`` are machine ceilings for requests that carry no proof of work (JavaScript off):
+    per minute at most, so nobody waits longer than a minute, and a request with a valid proof
+    of work is exempt (it paid). ``*_capacity`` is what the machine serves per purpose: the
+    proof-of-work difficulty starts rising at half of it. ``*_session`` are per-session ceilings.
+    """
+
+    # Submissions and logins each cost one argon2 derivation (64 MiB, 0.26 s): 2 cores give
+    # ~460 a minute. Half of that is each purpose's capacity; the ceilings for requests without
+    # a proof of work take ~6.5 % of it each.
+    submit_global: str = "30 per minute"
     submit_session: str = "5 per hour"
-    login_global: str = "30 per minute;600 per hour"
+    submit_capacity: str = "240 per minute"
+    login_global: str = "30 per minute"
     login_session: str = "20 per hour"
-    # Failed passphrases across all sessions: guessing is hopeless (91 bits), this bounds the cost.
-    login_failures_global: str = "120 per hour"
+    login_capacity: str = "240 per minute"
+    # Messages cost no derivation but database writes of up to WHISTLE_MAX_UPLOAD_MB.
+    message_global: str = "30 per minute"
     message_session: str = "30 per hour"
+    message_capacity: str = "120 per minute"
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """How much sources may upload, checked against the declared length before a body is read
+    (whistle/quotas.py). Windows are fixed and aligned to the UTC hour or day, so a counter dates
+    nothing more precisely than its window. Each byte quota must hold one upload of the largest
+    size allowed (WHISTLE_MAX_UPLOAD_MB), or a source could never send one."""
+
+    # A logged-in source's case, keyed server-side on the report id (a replayed cookie gets no
+    # fresh bucket): a few messages a day is normal; 30 is generous and bounds a stolen session.
+    case_messages_per_day: int = 30
+    case_mb_per_day: int = 1024
+    # Anonymous submissions, per session: two full-size reports an hour. A client that drops its
+    # cookie gets a new bucket, which is why the global quota exists.
+    session_mb_per_hour: int = 1024
+    # Everything sources upload, together: what protects the disk. 2 GiB an hour is 48 GiB a day
+    # at worst; size it to the free disk and the time an operator needs to notice.
+    global_mb_per_hour: int = 2048
 
 
 @dataclass(frozen=True)
@@ -70,6 +99,7 @@ class Config:
     ack_days: int = 7
     feedback_months: int = 3
     limits: Limits = field(default_factory=lambda: Limits())
+    quotas: Quotas = field(default_factory=lambda: Quotas())
     # Which pages this process serves: "all" on one machine; in production the source onion
     # service and the investigator onion service (client authorisation) run separate processes.
     interface: str = "all"
@@ -148,6 +178,12 @@ def _categories(raw: str | None) -> tuple[tuple[str, str], ...]:
 def _limits(environ: Mapping[str, str]) -> Limits:
     from limits import parse_many
 
+    known = {f"WHISTLE_LIMIT_{name.upper()}" for name in Limits.__dataclass_fields__}
+    for var in sorted(environ):
+        # A limit that no longer exists (WHISTLE_LIMIT_LOGIN_FAILURES_GLOBAL, a global lockout) or
+        # a typo would otherwise be ignored in silence: the operator believes it is in force.
+        if var.startswith("WHISTLE_LIMIT_") and var not in known:
+            raise ConfigError(f"{var} is not a whistle limit (known: {', '.join(sorted(known))})")
     values = {}
     for name in Limits.__dataclass_fields__:
         var = f"WHISTLE_LIMIT_{name.upper()}"
@@ -155,11 +191,27 @@ def _limits(environ: Mapping[str, str]) -> Limits:
         if not raw:
             continue
         try:
-            parse_many(raw)
+            items = parse_many(raw)
         except ValueError:
             raise ConfigError(f"{var} is not a rate limit like '20 per minute;300 per hour'") from None
+        # A global ceiling over a longer window would lock everyone out for that long.
+        if name.endswith("_global") and any(item.get_expiry() > 60 for item in items):
+            raise ConfigError(f"{var} must be per second or per minute, got {raw!r}")
         values[name] = raw
     return Limits(**values)
+
+
+def _quotas(environ: Mapping[str, str], max_upload_mb: int) -> Quotas:
+    """``WHISTLE_QUOTA_<FIELD>`` for each field of :class:`Quotas` (whole numbers)."""
+    defaults = Quotas()
+    values: dict[str, int] = {}
+    for name in Quotas.__dataclass_fields__:
+        var = f"WHISTLE_QUOTA_{name.upper()}"
+        values[name] = _int(environ, var, getattr(defaults, name), 1, 10_000_000)
+        if name.endswith(("_mb_per_day", "_mb_per_hour")) and values[name] < max_upload_mb:
+            raise ConfigError(f"{var} must be at least WHISTLE_MAX_UPLOAD_MB ({max_upload_mb}), "
+                              f"got {values[name]}")
+    return Quotas(**values)
 
 
 def load_config(environ: Mapping[str, str], *, cwd: Path | None = None) -> Config:
@@ -201,5 +253,6 @@ def load_config(environ: Mapping[str, str], *, cwd: Path | None = None) -> Confi
         ack_days=_int(environ, "WHISTLE_ACK_DAYS", 7, 1, 365),
         feedback_months=_int(environ, "WHISTLE_FEEDBACK_MONTHS", 3, 1, 24),
         limits=_limits(environ),
+        quotas=_quotas(environ, _int(environ, "WHISTLE_MAX_UPLOAD_MB", 500, 1, 100_000)),
         interface=_choice(environ, "WHISTLE_INTERFACE", ("all", "source", "investigator")),
     )

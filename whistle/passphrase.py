@@ -9,12 +9,14 @@ source's X25519 keypair. The passphrase itself is never stored.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import re
 import secrets
 import threading
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from argon2.low_level import Type, hash_secret_raw
@@ -23,6 +25,10 @@ from diceware.wordlist import WordList, get_wordlist_path
 from .crypto import UnitSecretKey
 
 WORDS = 7
+# How long a request waits for a free argon2 slot before it is answered 503 (Retry-After). Long
+# enough to ride out a short burst (a derivation takes well under a second at production cost),
+# short enough that a flood of logins cannot hold a worker thread, and the source, indefinitely.
+GATE_WAIT_SECONDS = 5.0
 WORDLISTS = {"es": "es", "en": "en_eff"}
 _SEPARATORS = re.compile(r"[\s,.;]+")
 
@@ -110,19 +116,30 @@ def derive(typed: str, params: Argon2Params) -> SourceKeys:
 
 
 class DerivationGate:
-    """Bounds how many derivations run at once: each holds its whole memory cost."""
+    """Bounds how many derivations run at once: each holds its whole memory cost.
+
+    Every wait for a slot is bounded (:data:`GATE_WAIT_SECONDS` unless told otherwise).
+    """
 
     def __init__(self, concurrency: int) -> None:
         self._sem = threading.BoundedSemaphore(concurrency)
 
-    def derive(self, typed: str, params: Argon2Params, timeout: float = 30.0) -> SourceKeys:
-        """Derive under the semaphore; raise :class:`GateBusyError` if no slot frees in time."""
-        if not self._sem.acquire(timeout=timeout):
-            raise GateBusyError("too many passphrase derivations at once")
+    @contextlib.contextmanager
+    def slot(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold one slot for the block; raise :class:`GateBusyError` if none frees in time."""
+        # Read at call time, so a deployment (or a test) can change the module constant.
+        wait = GATE_WAIT_SECONDS if timeout is None else timeout
+        if not self._sem.acquire(timeout=wait):
+            raise GateBusyError("too many argon2 derivations at once")
         try:
-            return derive(typed, params)
+            yield
         finally:
             self._sem.release()
+
+    def derive(self, typed: str, params: Argon2Params, timeout: float | None = None) -> SourceKeys:
+        """Derive under the semaphore; raise :class:`GateBusyError` if no slot frees in time."""
+        with self.slot(timeout):
+            return derive(typed, params)
 
 
 class GateBusyError(PassphraseError):

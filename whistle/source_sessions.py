@@ -8,12 +8,16 @@ holds no key. Entries die after 30 idle minutes or at logout, after which the co
 
 Two stores: this process's memory (one worker), or Redis when several workers or hosts serve the
 site (a source's next request may land on another worker). Redis keeps only the encrypted
-entries, with an expiry, so even a Redis dump on disk reveals no key without the cookie.
+entries, with an expiry, so even a Redis dump on disk reveals no key without the cookie. That
+expiry is a whole multiple of :data:`EXPIRY_BUCKET_SECONDS` (so entries live 30 to 35 idle
+minutes there): Redis keeps it as an absolute time, and "30 minutes after the last request" to
+the millisecond would date the source's last request as precisely.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import threading
 import time
@@ -26,6 +30,18 @@ import nacl.secret
 from .crypto import UnitSecretKey
 
 IDLE_SECONDS = 30 * 60
+# Redis expiries are rounded up to a whole bucket of wall-clock time: a key then says only in
+# which five minutes its source last did something, and every key touched in the same five
+# minutes shares one expiry. No jitter on top: within a bucket it would add nothing, and a
+# random offset finer than the bucket would just be noise around the same information.
+EXPIRY_BUCKET_SECONDS = 5 * 60
+
+
+def expires_at(now: float, idle_seconds: int, bucket: int = EXPIRY_BUCKET_SECONDS) -> int:
+    """The absolute expiry (Unix seconds) for an entry touched at ``now``: at least
+    ``idle_seconds`` later, rounded up to a whole multiple of ``bucket``."""
+    earliest = math.ceil(now) + idle_seconds
+    return -(-earliest // bucket) * bucket
 
 
 @dataclass
@@ -145,11 +161,14 @@ class RedisSourceSessionStore(SourceSessionStore):
         self._prefix = prefix + "source-session:"
 
     def _put(self, lookup: bytes, sealed: bytes) -> None:
-        self._redis.set(self._prefix + lookup.hex(), sealed, ex=self._idle)
+        # EXAT, an absolute time on the bucket grid, never EX (now + idle, to the millisecond).
+        self._redis.set(self._prefix + lookup.hex(), sealed,
+                        exat=expires_at(time.time(), self._idle))
 
     def _touch(self, lookup: bytes) -> bytes | None:
         # GETEX refreshes the idle timer in the same round trip.
-        sealed = self._redis.getex(self._prefix + lookup.hex(), ex=self._idle)
+        sealed = self._redis.getex(self._prefix + lookup.hex(),
+                                   exat=expires_at(time.time(), self._idle))
         return sealed if isinstance(sealed, bytes) else None
 
     def _drop(self, lookup: bytes) -> None:

@@ -9,13 +9,15 @@ Spool files hold ciphertext only, for the time between receiving an upload and c
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from sqlalchemy import insert, select
+from sqlalchemy import Engine, event, insert, select
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.orm import Session
 
 from .crypto import random_id
@@ -30,6 +32,36 @@ class StorageError(Exception):
 
 class UnsafePathError(StorageError):
     """A path would resolve outside the root it must stay in."""
+
+
+class DiskFullError(StorageError):
+    """The disk (or the database) is full: the write was abandoned and nothing was stored.
+
+    The application answers 507 (app.py). Raised for ENOSPC from spool files and, through
+    :func:`translate_disk_full`, for a database that reports a full disk."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (an OSError or a DB-API error) means the disk is full."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    # SQLite: SQLITE_FULL; PostgreSQL: SQLSTATE 53100 (disk_full), psycopg 3 or psycopg2.
+    if getattr(exc, "sqlite_errorcode", None) == 13:  # sqlite3.SQLITE_FULL
+        return True
+    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    return code == "53100" or "No space left on device" in str(exc)
+
+
+def translate_disk_full(engine: Engine) -> None:
+    """Make ``engine`` raise :class:`DiskFullError` instead of a generic database error when the
+    database reports a full disk, at execute or commit time alike; the open transaction is
+    rolled back by its ``begin()`` block as for any error."""
+
+    def handle_error(context: ExceptionContext) -> None:
+        if context.original_exception is not None and is_disk_full(context.original_exception):
+            raise DiskFullError("the database reports a full disk") from context.original_exception
+
+    event.listen(engine, "handle_error", handle_error)
 
 
 def safe_join(root: Path, *parts: str) -> Path:
@@ -101,12 +133,27 @@ class SpoolFile:
         self.size = 0
 
     def write(self, data: bytes) -> int:
-        self._fh.write(data)
+        with self._full_disk_guard():
+            self._fh.write(data)
         self.size += len(data)
         return len(data)
 
+    @contextlib.contextmanager
+    def _full_disk_guard(self) -> Iterator[None]:
+        # Buffered writes may report ENOSPC on write or only on flush: both become DiskFullError.
+        try:
+            yield
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            # The spool is anonymous: closing it frees what was written so far.
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            raise DiskFullError("no space left for the spool file") from exc
+
     def iter_chunks(self, size: int = BLOB_CHUNK_SIZE) -> Iterator[bytes]:
-        self._fh.flush()
+        with self._full_disk_guard():
+            self._fh.flush()
         self._fh.seek(0)
         while piece := self._fh.read(size):
             yield piece
@@ -133,7 +180,14 @@ def write_blob(session: Session, pieces: Iterable[bytes]) -> Blob:
 
     def put(data: bytes) -> None:
         nonlocal seq, size
-        session.execute(chunk_insert, {"blob_id": blob.id, "seq": seq, "data": data})
+        try:
+            session.execute(chunk_insert, {"blob_id": blob.id, "seq": seq, "data": data})
+        except OSError as exc:
+            # A driver writing to a full local disk; the database's own reports of a full disk
+            # are translated by translate_disk_full. The caller's transaction rolls back.
+            if is_disk_full(exc):
+                raise DiskFullError("no space left for the blob") from exc
+            raise
         seq += 1
         size += len(data)
 

@@ -19,6 +19,7 @@ from flask import Request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .crypto import StreamEncryptor, new_stream_key
+from .quotas import ByteBudget, request_budget
 from .state import get_state
 from .storage import SpoolFile
 
@@ -34,17 +35,27 @@ FORM_FILE_FIELDS = {"source.submit": frozenset({"attachments"}), "source.case": 
 _SMALL_LIMIT = 64 * 1024
 
 
+class ClientTooSlow(TimeoutError):
+    """The client sent its request body more slowly than the server's minimum rate (raised by the
+    production worker, whistle/worker.py, while the application reads the body); nothing was
+    stored, and the answer is 408."""
+
+
 class CiphertextSpool(io.RawIOBase):
     """A file part that is already ciphertext: written straight to an anonymous spool file."""
 
-    def __init__(self, spool_dir: Path) -> None:
+    def __init__(self, spool_dir: Path, budget: ByteBudget | None = None) -> None:
         super().__init__()
         self._spool = SpoolFile(spool_dir)
+        # The request's quota allowance (quotas.py): stop as soon as more arrives than admitted.
+        self._budget = budget
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
+        if self._budget is not None:
+            self._budget.spend(len(data))
         return self._spool.write(bytes(data))
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -66,14 +77,16 @@ class CiphertextSpool(io.RawIOBase):
 class EncryptingSpool(CiphertextSpool):
     """A plaintext file part: encrypted chunk by chunk as it arrives; plaintext never hits disk."""
 
-    def __init__(self, spool_dir: Path) -> None:
-        super().__init__(spool_dir)
+    def __init__(self, spool_dir: Path, budget: ByteBudget | None = None) -> None:
+        super().__init__(spool_dir, budget)
         self.key = new_stream_key()
         self._enc = StreamEncryptor(self.key)
         self._spool.write(self._enc.header)
         self._finished = False
 
     def write(self, data: Any) -> int:
+        if self._budget is not None:
+            self._budget.spend(len(data))
         self._spool.write(self._enc.update(bytes(data)))
         return len(data)
 
@@ -137,8 +150,9 @@ class WhistleRequest(Request):
     ) -> IO[bytes]:
         endpoint = self.url_rule.endpoint if self.url_rule is not None else None
         spool_dir = get_state().config.spool_dir
+        budget = request_budget()
         if endpoint in PLAINTEXT_UPLOAD_ENDPOINTS:
-            return EncryptingSpool(spool_dir)  # type: ignore[return-value]
+            return EncryptingSpool(spool_dir, budget)  # type: ignore[return-value]
         if endpoint in CIPHERTEXT_UPLOAD_ENDPOINTS:
-            return CiphertextSpool(spool_dir)  # type: ignore[return-value]
+            return CiphertextSpool(spool_dir, budget)  # type: ignore[return-value]
         return SmallMemoryBuffer()

@@ -37,6 +37,7 @@ from ..cases import (
     list_cases,
     set_status,
 )
+from ..db import checkpoint_wal
 from ..export import export_bundle
 from ..models import STATUSES
 from ..replies import MAX_REPLIES_FILE_BYTES, RepliesError, parse_replies
@@ -110,11 +111,14 @@ def case_delete(report_id: str) -> ResponseReturnValue:
     if request.form.get("confirm") != report_id[:8]:
         flash(_("To delete a case, type its short id to confirm."))
         return redirect(url_for("investigator.case_detail", report_id=report_id)), 303
+    state = get_state()
     try:
-        with get_state().sessions.begin() as db:
+        with state.sessions.begin() as db:
             delete_case(db, report_id, current_investigator().name)
     except CaseError:
         abort(404)
+    # After the commit: the deleted ciphertext must not linger in SQLite's WAL.
+    checkpoint_wal(state.engine)
     flash(_("The case and all its encrypted files were deleted."))
     return redirect(url_for("investigator.case_list")), 303
 

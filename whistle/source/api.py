@@ -17,6 +17,19 @@ def api_unit_key() -> ResponseReturnValue:
     return jsonify(public_key=key.to_base64(), fingerprint=key.fingerprint())
 
 
+@bp.get("/api/v1/pow")
+def api_pow() -> ResponseReturnValue:
+    """A proof-of-work challenge for ``purpose`` (submit, login or message): docs/protocol.md."""
+    from flask_babel import gettext as _
+
+    from .. import pow as proof
+
+    purpose = request.args.get("purpose", "")
+    if purpose not in proof.PURPOSES:
+        return jsonify(error="bad_purpose", message=_("Unknown purpose.")), 400
+    return jsonify(proof.issue(purpose))
+
+
 @bp.errorhandler(common.UploadRejected)
 def upload_rejected(exc: common.UploadRejected) -> ResponseReturnValue:
     return jsonify(error=exc.code, message=exc.message), exc.status

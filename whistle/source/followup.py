@@ -12,15 +12,14 @@ from collections.abc import Callable
 from functools import wraps
 from typing import TypeVar
 
-from flask import abort, flash, make_response, redirect, render_template, request, session, url_for
+from flask import abort, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
-from flask_babel import ngettext
 from sqlalchemy import select
 
 from ..cases import add_message
 from ..crypto import CryptoError, UnitSecretKey, open_envelope
-from ..limits import backoff_failed, backoff_remaining, login_limits, message_limits
+from ..limits import backoff_failed, login_limits, message_limits
 from ..models import Report
 from ..passphrase import GateBusyError, PassphraseError
 from ..state import get_state
@@ -59,9 +58,7 @@ def followup() -> ResponseReturnValue:
     form = FollowupForm()
     if request.method == "GET" or not form.validate_on_submit():
         return render_template("followup.html", form=form), 400 if request.method == "POST" else 200
-    wait = backoff_remaining()
-    if wait:
-        return _too_soon(wait)
+    # The failed-passphrase backoff was checked before the form was read (limits.guard).
     state = get_state()
     try:
         keys = state.gate.derive(form.passphrase.data or "", state.secrets.argon2)
@@ -90,14 +87,6 @@ def followup() -> ResponseReturnValue:
         session["lang"] = lang
     session[TOKEN] = state.source_sessions.open(report_id, keys.secret_key)
     return redirect(url_for("source.case"))
-
-
-def _too_soon(wait: int) -> ResponseReturnValue:
-    message = ngettext("Too many wrong passphrases. Please wait %(num)d second and try again.",
-                       "Too many wrong passphrases. Please wait %(num)d seconds and try again.", wait)
-    response = make_response(render_template("error.html", code=429, message=message), 429)
-    response.headers["Retry-After"] = str(wait)
-    return response
 
 
 @bp.post("/logout")

@@ -147,7 +147,22 @@
     return { entries: entries, blobs: blobs };
   }
 
-  function upload(sealed, blobs) {
+  // A proof of work for this upload (pow.js), or null if it cannot be had: the server then
+  // counts the upload against its per-minute ceiling, as for a JavaScript-off form.
+  async function proofOfWork() {
+    if (!window.whistlePow) {
+      return null;
+    }
+    showStatus(msg('pow') || msg('uploading'), 'busy');
+    try {
+      return await window.whistlePow.token(KIND === 'message' ? 'message' : 'submit');
+    } catch (err) {
+      logError(err);
+      return null;
+    }
+  }
+
+  function upload(sealed, blobs, pow) {
     var data = new FormData();
     // Part order is part of the protocol: the report, then the attachments in envelope order.
     data.append(KIND, new Blob([sealed], { type: 'application/octet-stream' }), KIND + '.bin');
@@ -161,6 +176,9 @@
       var xhr = new XMLHttpRequest();
       xhr.open('POST', UPLOAD_URL, true);
       xhr.setRequestHeader('X-CSRFToken', csrfToken());
+      if (pow) {
+        xhr.setRequestHeader('X-Whistle-PoW', pow);
+      }
       xhr.setRequestHeader('Accept', 'application/json');
       xhr.responseType = 'text';
       xhr.upload.onprogress = function (ev) {
@@ -226,9 +244,18 @@
     sodium.memzero(envelope);
     encrypted.entries.forEach(function (entry) { sodium.memzero(entry.key); });
 
-    showStatus(msg('uploading'), 'busy');
-    setProgress(0);
-    var result = await upload(sealed, encrypted.blobs);
+    var result = null;
+    // Twice at most: a challenge can go stale while the load rises (docs/protocol.md, section 7).
+    for (var attempt = 0; attempt < 2; attempt++) {
+      var pow = await proofOfWork();
+      showStatus(msg('uploading'), 'busy');
+      setProgress(0);
+      result = await upload(sealed, encrypted.blobs, pow);
+      var code = result.body && typeof result.body.error === 'string' ? result.body.error : '';
+      if (!(result.status === 400 && code.indexOf('pow_') === 0)) {
+        break;
+      }
+    }
     var serverMessage = result.body && typeof result.body.message === 'string'
       ? result.body.message : null;
     if (KIND === 'message' && result.status === 201 && result.body && result.body.ok === true) {
