@@ -4,9 +4,9 @@
 import sys
 
 from whistle import create_app
-from whistle.config import ConfigError
-from whistle.crypto import CryptoError
-from whistle.instance import InstanceError
+from whistle.core.crypto import CryptoError
+from whistle.server.config import ConfigError
+from whistle.server.instance import InstanceError
 
 try:
     app = create_app()

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from whistle.config import Config
+    from whistle.server.config import Config
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -132,14 +132,14 @@ class Instance:
 
     root: Path
     environ: dict[str, str]
-    secret_key: object  # whistle.crypto.UnitSecretKey
+    secret_key: object  # whistle.core.crypto.UnitSecretKey
 
     @property
     def data_dir(self) -> Path:
         return Path(self.environ["WHISTLE_DATA_DIR"])
 
     def config(self) -> Config:
-        from whistle.config import load_config
+        from whistle.server.config import load_config
 
         return load_config(self.environ, cwd=self.root)
 
@@ -147,10 +147,10 @@ class Instance:
 def make_instance(root: Path, *, database_url: str | None = None,
                   extra: dict[str, str] | None = None) -> Instance:
     """Generate a unit key (public half in keys/, as on a server) and create the instance with the
-    production argon2 costs (t=3, 64 MiB: whistle.instance's defaults)."""
-    from whistle.config import load_config
-    from whistle.crypto import UnitSecretKey
-    from whistle.instance import load_or_create_secrets
+    production argon2 costs (t=3, 64 MiB: whistle.server.instance's defaults)."""
+    from whistle.core.crypto import UnitSecretKey
+    from whistle.server.config import load_config
+    from whistle.server.instance import load_or_create_secrets
 
     keys = root / "keys"
     keys.mkdir(parents=True)

@@ -7,7 +7,7 @@ report item each and, for 10 % of them, 1-3 follow-up messages and 0-2 replies; 
 tiny dummy blob. Then, over ~200 requests that cycle through filters (open, overdue, all, closed),
 sorts (received, updated, status; ascending and descending) and pages (first, middle, last):
 
-- ``whistle.cases.list_cases`` in a fresh session, as the view calls it;
+- ``whistle.server.casework.list_cases`` in a fresh session, as the view calls it;
 - the full page ``GET /investigator/`` through Flask's test client with a logged-in investigator
   (real login: password and TOTP code);
 - the baseline: a bare indexed ``SELECT … FROM reports ORDER BY received_on, id LIMIT 50``.
@@ -67,7 +67,7 @@ def populate(engine: Any, n_reports: int, today: dt.date, seed: int = 1) -> dict
     """Bulk-insert the reports, items and tiny blobs (Core executemany, batches of 5,000)."""
     from sqlalchemy import insert
 
-    from whistle.models import OUTCOMES, Blob, BlobChunk, Item, Report
+    from whistle.server.models import OUTCOMES, Blob, BlobChunk, Item, Report
 
     rnd = random.Random(seed)
     counts = {"reports": 0, "items": 0, "messages": 0, "replies": 0}
@@ -97,7 +97,7 @@ def populate(engine: Any, n_reports: int, today: dt.date, seed: int = 1) -> dict
                 if rnd.random() < 0.10:
                     kinds += ["message"] * rnd.randint(1, 3) + ["reply"] * rnd.randint(0, 2)
                     rnd.shuffle(kinds[1:])
-                # The case list's counters, as whistle.submissions.add_item / export keep them.
+                # The case list's counters, as whistle.server.intake.add_item / export keep them.
                 reports[-1]["replies"] = reports[-1]["new_messages"] = 0
                 for seq, kind in enumerate(kinds, 1):
                     blob_id = rid(16)
@@ -144,7 +144,7 @@ def login(client: Any, app: Any) -> None:
     """Create an investigator and log in through the form (password + TOTP), as a person would."""
     import pyotp
 
-    from whistle.accounts import create_investigator
+    from whistle.server.accounts import create_investigator
 
     with app.extensions["whistle"].sessions() as db:
         account = create_investigator(db, "bench")
@@ -162,7 +162,7 @@ def bare_select(engine: Any, reps: int) -> list[float]:
     """Baseline: the same columns, no filter, first page of the received_on index."""
     from sqlalchemy import select
 
-    from whistle.models import Report
+    from whistle.server.models import Report
 
     query = (select(Report.id, Report.received_on, Report.updated_on, Report.status,
                     Report.outcome, Report.sealed_by)
@@ -182,8 +182,8 @@ def run_backend(name: str, database_url: str | None, root: Path, n_reports: int,
     from sqlalchemy import text
 
     from whistle import create_app
-    from whistle.cases import list_cases
-    from whistle.submissions import today
+    from whistle.server.casework import list_cases
+    from whistle.server.intake import today
 
     inst = make_instance(root / name, database_url=database_url)
     app = create_app(inst.config())
@@ -256,7 +256,8 @@ def run_backend(name: str, database_url: str | None, root: Path, n_reports: int,
     }
     fn_p95 = percentile(all_fn, 95)
     http_p95 = percentile(all_http, 95)
-    for label, p95 in (("whistle.cases.list_cases", fn_p95), ("GET /investigator/ (full page)", http_p95)):
+    for label, p95 in (("whistle.server.casework.list_cases", fn_p95),
+                       ("GET /investigator/ (full page)", http_p95)):
         emit(Result(
             benchmark=f"case_list ({name})", metric=f"{label}, p95 over {len(all_fn)} requests, "
                                                     f"{counts['reports']:,} reports",
@@ -273,8 +274,8 @@ def explain_plans(engine: Any, pages: dict[str, int], combos: list[tuple[str, st
     """Print the plans of the statements list_cases runs for the slowest requests."""
     from sqlalchemy import event, text
 
-    from whistle.cases import list_cases
-    from whistle.db import make_sessionmaker
+    from whistle.server.casework import list_cases
+    from whistle.server.db import make_sessionmaker
 
     statements: list[tuple[str, Any]] = []
 

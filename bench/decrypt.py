@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
 """Offline decryption of 1 GiB of attachments vs raw PyNaCl secretstream pull.
 
-A real bundle (zip + manifest, written by whistle.bundle.BundleWriter as the server's export does)
+A real bundle (zip + manifest, written by whistle.core.bundle.BundleWriter as the server's export does)
 holding one report with 4 attachments of 256 MiB, encrypted on the fly, is written once (not
 timed). Then, alternately, in the same run:
 
-- ``whistle.workstation.decrypt_bundle`` (the workstation's ``whistle decrypt``) into a folder on
+- ``whistle.workstation.decrypt.decrypt_bundle`` (the workstation's ``whistle decrypt``) into a folder on
   the same disk;
 - the baseline: the same ciphertext bytes read straight from the bundle file, 65,553-byte chunk by
   chunk (memory-bounded), through ``crypto_secretstream_xchacha20poly1305_pull``; plaintext
@@ -35,7 +35,7 @@ TARGET = 0.8
 
 
 def encrypted_pieces(key: bytes, size: int, block: bytes) -> Iterator[bytes]:
-    from whistle.crypto import StreamEncryptor
+    from whistle.core.crypto import StreamEncryptor
 
     enc = StreamEncryptor(key)
     yield enc.header
@@ -49,14 +49,14 @@ def encrypted_pieces(key: bytes, size: int, block: bytes) -> Iterator[bytes]:
 
 def write_bundle(path: Path, n_files: int, file_size: int):  # type: ignore[no-untyped-def]
     """One report, ``n_files`` attachments of ``file_size`` bytes, sealed to a fresh unit key."""
-    from whistle.bundle import (
+    from whistle.core.bundle import (
         BundleItem,
         BundleReport,
         BundleWriter,
         attachment_member,
         envelope_member,
     )
-    from whistle.crypto import (
+    from whistle.core.crypto import (
         AttachmentRef,
         Envelope,
         UnitSecretKey,
@@ -104,7 +104,7 @@ def raw_pull(path: Path, members: list[tuple[str, bytes]], out: Path | None = No
     ``out``, also write the plaintext to files there (what any decryptor must do)."""
     from nacl import bindings as s
 
-    from whistle.crypto.stream import CIPHER_CHUNK_SIZE, STREAM_HEADER_BYTES
+    from whistle.core.crypto.stream import CIPHER_CHUNK_SIZE, STREAM_HEADER_BYTES
 
     total = 0
     with zipfile.ZipFile(path) as zf:
@@ -133,8 +133,8 @@ def raw_pull(path: Path, members: list[tuple[str, bytes]], out: Path | None = No
 def app_to_devnull(path: Path, members: list[tuple[str, bytes]]) -> None:
     """For information: whistle's own decryption path (zipfile member, decrypt_stream) writing
     to /dev/null, i.e. decrypt_bundle without the plaintext write."""
-    from whistle.bundle import BundleReader
-    from whistle.crypto import decrypt_stream
+    from whistle.core.bundle import BundleReader
+    from whistle.core.crypto import decrypt_stream
 
     with BundleReader(path) as bundle, open(os.devnull, "wb") as dst:
         for name, key in members:
@@ -150,7 +150,7 @@ def main() -> int:
     args = ap.parse_args()
     banner("decrypt")
 
-    from whistle.workstation import decrypt_bundle
+    from whistle.workstation.decrypt import decrypt_bundle
 
     file_size = args.file_mib * MiB
     plain_total = args.files * file_size
@@ -190,7 +190,7 @@ def main() -> int:
     raw_tp = plain_total / median(raw_s) / 1e6
     ratio = app_tp / raw_tp
     emit(Result(
-        benchmark="decrypt", metric=f"whistle.workstation.decrypt_bundle, {args.files} x "
+        benchmark="decrypt", metric=f"whistle.workstation.decrypt.decrypt_bundle, {args.files} x "
                                     f"{args.file_mib} MiB attachments",
         value=app_tp, unit="MB/s (plaintext)",
         baseline="raw PyNaCl secretstream pull, same bytes, 64 KiB chunks",

@@ -57,7 +57,7 @@ RAISED_LIMITS = {
 
 
 def _derive_n(args: tuple[bytes, int, int, int]) -> float:
-    from whistle.passphrase import Argon2Params, derive, generate
+    from whistle.core.passphrase import Argon2Params, derive, generate
 
     salt, t, m, n = args
     params = Argon2Params(salt=salt, time_cost=t, memory_cost_kib=m)
@@ -69,8 +69,8 @@ def _derive_n(args: tuple[bytes, int, int, int]) -> float:
 
 def time_derivations(params, n: int) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
     """Wall and CPU time of ``n`` single derivations, one after the other
-    (whistle.passphrase.derive with the instance's parameters)."""
-    from whistle.passphrase import derive, generate
+    (whistle.core.passphrase.derive with the instance's parameters)."""
+    from whistle.core.passphrase import derive, generate
 
     wall, cpu = [], []
     for _ in range(n):
@@ -240,12 +240,12 @@ def main() -> int:
               "it. Run `bash .ci/services` first.")
         return 2
 
-    from whistle.crypto import Envelope, seal_envelope
+    from whistle.core.crypto import Envelope, seal_envelope
 
     with tempdir("whistle-bench-submit-") as root:
         inst = make_instance(root, extra=RAISED_LIMITS | {"WHISTLE_RATELIMIT_STORAGE": redis})
         cfg = inst.config()
-        from whistle.instance import load_or_create_secrets
+        from whistle.server.instance import load_or_create_secrets
 
         params = load_or_create_secrets(cfg).argon2
         argon2_concurrency = cfg.argon2_concurrency
@@ -298,8 +298,8 @@ def main() -> int:
         # Cross-check: the database holds as many reports as the clients were given receipts.
         from sqlalchemy import func, select
 
-        from whistle.db import make_engine
-        from whistle.models import Report
+        from whistle.server.db import make_engine
+        from whistle.server.models import Report
 
         engine = make_engine(cfg.database_url)
         with engine.connect() as conn:

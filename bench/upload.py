@@ -57,7 +57,7 @@ LIMITS = {
 def make_stream_file(path: Path, size: int) -> tuple[bytes, int]:
     """Encrypt ``size`` bytes (a repeated random MiB: content does not matter to the server) into
     a secretstream file; return the key and the plaintext size."""
-    from whistle.crypto import StreamEncryptor, new_stream_key
+    from whistle.core.crypto import StreamEncryptor, new_stream_key
 
     key = new_stream_key()
     enc = StreamEncryptor(key)
@@ -248,7 +248,7 @@ def main() -> int:
     args = ap.parse_args()
     banner("upload")
 
-    from whistle.crypto import AttachmentRef, Envelope, seal_envelope
+    from whistle.core.crypto import AttachmentRef, Envelope, seal_envelope
 
     with tempdir("whistle-bench-upload-") as root:
         stream = root / "attachment.bin"
@@ -264,7 +264,7 @@ def main() -> int:
                                  inst_pub)
 
         # Any unit key does: the server cannot open the envelope anyway, it checks its length.
-        from whistle.crypto import UnitSecretKey
+        from whistle.core.crypto import UnitSecretKey
 
         sealed = sealed_for(UnitSecretKey.generate().public_key)
         backends: list[tuple[str, str | None]] = []

@@ -79,7 +79,7 @@ if _interface == "all":
 # head and each small body into memory under deadlines and a minimum rate before a thread sees it,
 # so slow clients cost a socket, never a thread. Attachments stream in a pool of their own.
 # docs/deploy.md says why this model and not another, with the measurements.
-worker_class = "whistle.worker.WhistleWorker"
+worker_class = "whistle.server.worker.WhistleWorker"
 threads = _env_int("WHISTLE_THREADS", 16, 1, 256)
 _env_int("WHISTLE_UPLOAD_THREADS", 16, 1, 256)
 # Open connections per worker. When all are taken the one that has waited longest without

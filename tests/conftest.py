@@ -2,7 +2,7 @@
 """Shared fixtures: an app on a temporary data folder with a throwaway unit keypair.
 
 Argon2 costs are lowered here, and only here, so the suite runs in seconds; production costs are
-the defaults in whistle.instance and whistle.crypto.
+the defaults in whistle.server.instance and whistle.core.crypto.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from whistle import create_app
-from whistle.config import Config, load_config
-from whistle.crypto import UnitSecretKey
-from whistle.instance import load_or_create_secrets
+from whistle.core.crypto import UnitSecretKey
+from whistle.server.config import Config, load_config
+from whistle.server.instance import load_or_create_secrets
 
 KEY_PASSPHRASE = "correct horse battery staple"
 FAST_OPS = nacl.pwhash.argon2id.OPSLIMIT_MIN
@@ -245,7 +245,7 @@ def fast_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
     """Investigator password hashing at argon2's minimum cost, for this test only."""
     from argon2 import PasswordHasher
 
-    from whistle import accounts
+    from whistle.server import accounts
 
     monkeypatch.setattr(accounts, "password_hasher",
                         PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
@@ -266,10 +266,10 @@ class Clock:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """Replaces ``whistle.accounts.current_time``; starts one second into a 30-second TOTP step."""
+    """Replaces ``whistle.server.accounts.current_time``; starts one second into a 30-second TOTP step."""
     import time
 
-    from whistle import accounts
+    from whistle.server import accounts
 
     fake = Clock(now=float(int(time.time()) // 30 * 30 + 1))
     monkeypatch.setattr(accounts, "current_time", fake)
@@ -301,7 +301,7 @@ class Account:
 
 def make_account(app: Flask, clock: Clock, name: str, *, is_admin: bool = False) -> Account:
     """Create an account in the app's database, as ``whistle add-investigator`` would."""
-    from whistle.accounts import create_investigator, get_account
+    from whistle.server.accounts import create_investigator, get_account
 
     with app.extensions["whistle"].sessions() as db:
         new = create_investigator(db, name, is_admin=is_admin)

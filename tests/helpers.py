@@ -10,7 +10,7 @@ from conftest import Workstation, csrf_token
 from flask import Flask
 from flask.testing import FlaskClient
 
-from whistle.crypto import (
+from whistle.core.crypto import (
     AttachmentRef,
     Envelope,
     UnitPublicKey,
@@ -18,8 +18,8 @@ from whistle.crypto import (
     new_stream_key,
     seal_envelope,
 )
-from whistle.export import export_bundle
-from whistle.workstation import decrypt_bundle
+from whistle.server.export import export_bundle
+from whistle.workstation.decrypt import decrypt_bundle
 
 
 def api_payload(unit_key: UnitPublicKey, body: str, files: list[tuple[str, str, bytes]],
@@ -57,7 +57,7 @@ def pow_token(client: FlaskClient, purpose: str) -> str:
     the value of the X-Whistle-PoW header or the form field ``pow``."""
     import base64
 
-    from whistle.pow import solve
+    from whistle.server.pow import solve
 
     data = client.get(f"/api/v1/pow?purpose={purpose}").get_json()
     nonce = solve(base64.b64decode(data["challenge"]), data["difficulty"])

@@ -13,10 +13,10 @@ from conftest import Clock
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from whistle import accounts
-from whistle.accounts import AccountError, AuthenticationError, authenticate, create_investigator
-from whistle.models import Base, Investigator
-from whistle.passphrase import wordlist
+from whistle.core.passphrase import wordlist
+from whistle.server import accounts
+from whistle.server.accounts import AccountError, AuthenticationError, authenticate, create_investigator
+from whistle.server.models import Base, Investigator
 
 
 @pytest.fixture

@@ -13,10 +13,11 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from whistle import audit, cli
-from whistle.config import Config
-from whistle.db import make_engine
-from whistle.models import AuditEntry, Base
+from whistle import cli
+from whistle.server import audit
+from whistle.server.config import Config
+from whistle.server.db import make_engine
+from whistle.server.models import AuditEntry, Base
 
 ENTRIES = 5
 

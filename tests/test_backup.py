@@ -26,12 +26,13 @@ from sqlalchemy import delete, select
 from test_followup import RECEIPT, reply
 from test_followup import login as source_login
 
-from whistle import audit, cli, create_app
-from whistle.config import Config, load_config
-from whistle.db import make_engine, make_sessionmaker
-from whistle.instance import InstanceSecrets
-from whistle.models import BlobChunk, Investigator
-from whistle.storage import BLOB_CHUNK_SIZE
+from whistle import cli, create_app
+from whistle.server import audit
+from whistle.server.config import Config, load_config
+from whistle.server.db import make_engine, make_sessionmaker
+from whistle.server.instance import InstanceSecrets
+from whistle.server.models import BlobChunk, Investigator
+from whistle.server.storage import BLOB_CHUNK_SIZE
 
 
 @dataclass
@@ -266,7 +267,7 @@ def test_backup_discarded_when_test_restore_differs(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The proof is real: a restore that loses anything makes the backup fail."""
-    from whistle import backup_format
+    from whistle.server import backup_file as backup_format
 
     original = backup_format.TableCodec.decode
 

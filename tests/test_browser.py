@@ -19,10 +19,10 @@ from conftest import LiveServer, Workstation
 from helpers import find_needles, report_folders
 from sqlalchemy import select
 
-from whistle.db import make_engine, make_sessionmaker
-from whistle.export import export_bundle
-from whistle.models import Report
-from whistle.workstation import decrypt_bundle
+from whistle.server.db import make_engine, make_sessionmaker
+from whistle.server.export import export_bundle
+from whistle.server.models import Report
+from whistle.workstation.decrypt import decrypt_bundle
 
 pytestmark = pytest.mark.browser
 
@@ -182,9 +182,9 @@ def test_browser_followup_roundtrip_reply_and_answer(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from whistle.cases import import_replies
-    from whistle.crypto import UnitPublicKey
-    from whistle.replies import SealedReply, seal_reply
+    from whistle.core.crypto import UnitPublicKey
+    from whistle.core.replies import SealedReply, seal_reply
+    from whistle.server.casework import import_replies
 
     driver = make_driver(tmp_path, user_agent=canary["ua"])
     driver_factory.append(driver)
@@ -222,7 +222,7 @@ def test_browser_followup_roundtrip_reply_and_answer(
 
     engine = make_engine(live_server.app_config.database_url)
     with make_sessionmaker(engine)() as db:
-        from whistle.models import Item
+        from whistle.server.models import Item
 
         message = db.scalars(select(Item).where(Item.kind == "message")).one()
         assert message.sealed_by == "browser"

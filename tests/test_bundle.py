@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""whistle.bundle: the export zip is written atomically and read as if the server were hostile.
+"""whistle.core.bundle: the export zip is written atomically and read as if the server were hostile.
 
-Also whistle.workstation.safe_filename, which turns names chosen by a source (hostile too) into
+Also whistle.workstation.decrypt.safe_filename, which turns names chosen by a source (hostile too) into
 file names that are safe on the investigator's workstation.
 """
 
@@ -19,8 +19,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from whistle import bundle as bundle_mod
-from whistle.bundle import (
+from whistle.core import bundle as bundle_mod
+from whistle.core.bundle import (
     BundleError,
     BundleItem,
     BundleReader,
@@ -29,7 +29,7 @@ from whistle.bundle import (
     attachment_member,
     envelope_member,
 )
-from whistle.workstation import safe_filename
+from whistle.workstation.decrypt import safe_filename
 
 REPORT_ID = "0123456789abcdef"
 ITEM_ID = "aaaaaaaabbbbbbbb"

@@ -21,13 +21,13 @@ from conftest import LiveServer, Workstation
 from helpers import api_payload, find_needles, multipart, report_folders
 from sqlalchemy import select
 
-from whistle.cases import import_replies
-from whistle.crypto import UnitPublicKey
-from whistle.db import make_engine, make_sessionmaker
-from whistle.export import export_bundle
-from whistle.models import Report
-from whistle.replies import SealedReply, seal_reply
-from whistle.workstation import decrypt_bundle
+from whistle.core.crypto import UnitPublicKey
+from whistle.core.replies import SealedReply, seal_reply
+from whistle.server.casework import import_replies
+from whistle.server.db import make_engine, make_sessionmaker
+from whistle.server.export import export_bundle
+from whistle.server.models import Report
+from whistle.workstation.decrypt import decrypt_bundle
 
 
 class Browser:

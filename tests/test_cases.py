@@ -11,8 +11,10 @@ from flask import Flask
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from whistle.audit import verify
-from whistle.cases import (
+from whistle.core.crypto import UnitPublicKey, UnitSecretKey
+from whistle.core.replies import RepliesError, SealedReply, seal_reply
+from whistle.server.audit import verify
+from whistle.server.casework import (
     CaseError,
     Deadlines,
     add_months,
@@ -21,10 +23,8 @@ from whistle.cases import (
     list_cases,
     set_status,
 )
-from whistle.crypto import UnitPublicKey, UnitSecretKey
-from whistle.models import AuditEntry, Blob, BlobChunk, Item, Report
-from whistle.replies import RepliesError, SealedReply, seal_reply
-from whistle.submissions import add_item
+from whistle.server.intake import add_item
+from whistle.server.models import AuditEntry, Blob, BlobChunk, Item, Report
 
 TODAY = dt.date(2026, 11, 28)
 
@@ -164,8 +164,8 @@ def test_cases_counters_follow_add_item_export_and_replies(app: Flask, tmp_path)
     """reports.replies / new_messages (the case list's counters) follow every way items come and
     go: add_item, add_message, an export (only messages not exported before count out; a second
     export of everything changes nothing), import_replies."""
-    from whistle.cases import add_message
-    from whistle.export import export_bundle
+    from whistle.server.casework import add_message
+    from whistle.server.export import export_bundle
 
     state = app.extensions["whistle"]
 

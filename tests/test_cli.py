@@ -18,8 +18,8 @@ from flask.testing import FlaskClient
 from helpers import post_form, report_folders
 
 from whistle import cli
-from whistle.config import Config
-from whistle.crypto import UnitPublicKey, UnitSecretKey
+from whistle.core.crypto import UnitPublicKey, UnitSecretKey
+from whistle.server.config import Config
 
 
 @pytest.fixture
@@ -152,7 +152,7 @@ def test_decrypt_damaged_bundle_one_line_exit_1_no_partial_output(
 def test_offline_commands_import_no_flask(workstation: Workstation, tmp_path: Path) -> None:
     code = ("import sys; from whistle import cli; "
             "rc = cli.main(['fingerprint', '--key', sys.argv[1]]); "
-            "import whistle.workstation, whistle.bundle, whistle.crypto; "
+            "import whistle.workstation.decrypt, whistle.core.bundle, whistle.core.crypto; "
             "assert 'flask' not in sys.modules, 'flask imported'; sys.exit(rc)")
     pub = tmp_path / "unit.pub"
     pub.write_text(workstation.secret_key.public_key.to_file_text())
@@ -200,7 +200,7 @@ def test_onion_client_key_prints_server_line_and_private_key(capsys: pytest.Capt
 def test_upgrade_reports_schema_revision(server_env: Config, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from whistle.migrate import head_revision
+    from whistle.server.migrate import head_revision
 
     head = head_revision()
     assert cli.main(["upgrade"]) == 0

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""whistle.config: defaults, overrides and one clear error per bad variable."""
+"""whistle.server.config: defaults, overrides and one clear error per bad variable."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from whistle.config import DEFAULT_CATEGORIES, Config, ConfigError, load_config
+from whistle.server.config import DEFAULT_CATEGORIES, Config, ConfigError, load_config
 
 
 def test_config_defaults_run_with_no_setup(tmp_path: Path) -> None:

@@ -34,10 +34,10 @@ from conftest import Workstation, _free_port
 from helpers import api_payload, multipart, report_folders, start_gunicorn, wait_until_serving
 from sqlalchemy import text
 
-from whistle.config import Config
-from whistle.db import make_engine, make_sessionmaker
-from whistle.export import export_bundle
-from whistle.workstation import DecryptError, decrypt_bundle
+from whistle.server.config import Config
+from whistle.server.db import make_engine, make_sessionmaker
+from whistle.server.export import export_bundle
+from whistle.workstation.decrypt import BundleDecryptError, decrypt_bundle
 
 # About 2-3 s a round, most of it gunicorn starting. WHISTLE_TEST_CRASH_ROUNDS=300 for a soak.
 ROUNDS = int(os.environ.get("WHISTLE_TEST_CRASH_ROUNDS", "30"))
@@ -267,7 +267,7 @@ def test_sigkill_mid_upload_loses_nothing_receipted_and_leaves_no_debris(
     out = tmp_path / "decrypted"
     try:
         decrypt_bundle(bundle, workstation.secret_key, out)
-    except DecryptError as exc:  # e.g. "envelope lists 2 attachments, bundle holds 0"
+    except BundleDecryptError as exc:  # e.g. "envelope lists 2 attachments, bundle holds 0"
         pytest.fail(f"a stored report is incomplete or does not decrypt: {exc}")
     by_tag = {a.tag: a for a in tally.attempts}
     found: dict[str, Path] = {}

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""whistle.crypto: unit keys, fingerprints, private key files, envelopes and attachment streams.
+"""whistle.core.crypto: unit keys, fingerprints, private key files, envelopes and attachment streams.
 
 Formats are checked against docs/protocol.md, independently of the module where possible
 (hashlib for the fingerprint, raw libsodium bindings for hand-built streams).
@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from nacl import bindings as sodium
 from nacl.public import SealedBox
 
-from whistle import crypto
-from whistle.crypto import (
+from whistle.core import crypto
+from whistle.core.crypto import (
     CHUNK_SIZE,
     CIPHER_CHUNK_SIZE,
     STREAM_HEADER_BYTES,

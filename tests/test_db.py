@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import text
 
 from whistle import create_app
-from whistle.config import load_config
-from whistle.db import checkpoint_wal, make_engine
-from whistle.instance import load_or_create_secrets
+from whistle.server.config import load_config
+from whistle.server.db import checkpoint_wal, make_engine
+from whistle.server.instance import load_or_create_secrets
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import stop_process
 
-from whistle.onion import ClientAuthKey
+from whistle.server.onion import ClientAuthKey
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 TORRC = DEPLOY / "torrc"
@@ -56,7 +56,7 @@ def test_deploy_torrc_verify_config(tmp_path: Path) -> None:
 
 
 def test_deploy_torrc_tor_loads_generated_client_key(tmp_path: Path) -> None:
-    """A key from whistle.onion in authorized_clients/ is loaded by tor itself (offline)."""
+    """A key from whistle.server.onion in authorized_clients/ is loaded by tor itself (offline)."""
     tor = _tor()
     root = tmp_path / "tor"
     auth = root / "whistle-investigator" / "authorized_clients"

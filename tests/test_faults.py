@@ -26,10 +26,10 @@ from sqlalchemy import event, func, select
 from werkzeug.exceptions import InternalServerError
 
 from whistle import create_app
-from whistle.config import load_config
-from whistle.faults import RETRY_AFTER_SECONDS, is_unavailable
-from whistle.instance import load_or_create_secrets
-from whistle.models import Blob, BlobChunk, Item, Report
+from whistle.server.config import load_config
+from whistle.server.faults import RETRY_AFTER_SECONDS, is_unavailable
+from whistle.server.instance import load_or_create_secrets
+from whistle.server.models import Blob, BlobChunk, Item, Report
 
 NOTHING_STORED = {"es": "No se guardó nada", "en": "Nothing was stored"}
 TRY_LATER = {"es": "inténtelo más tarde", "en": "please try again later"}

@@ -16,10 +16,10 @@ from flask.testing import FlaskClient
 from helpers import api_payload, export_and_decrypt, post_form, report_folders
 from sqlalchemy import select
 
-from whistle.cases import import_replies, set_status
-from whistle.crypto import UnitPublicKey
-from whistle.models import Item, Report
-from whistle.replies import SealedReply, seal_reply
+from whistle.core.crypto import UnitPublicKey
+from whistle.core.replies import SealedReply, seal_reply
+from whistle.server.casework import import_replies, set_status
+from whistle.server.models import Item, Report
 
 RECEIPT = re.compile(r'<code id="receipt-passphrase">([^<]+)</code>')
 
@@ -75,7 +75,7 @@ def test_followup_wrong_passphrase_generic_message(client: FlaskClient, wrong: s
 def test_followup_wrong_and_right_take_same_work(client: FlaskClient, app: Flask,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Both run exactly one argon2 derivation: the server's work does not reveal which it was."""
-    import whistle.passphrase as passphrase
+    import whistle.core.passphrase as passphrase
 
     phrase = file_report(client)
     calls: list[str] = []
@@ -124,7 +124,7 @@ def test_followup_api_message_sealed_in_browser(client: FlaskClient, app: Flask,
                                                 workstation: Workstation, tmp_path: Path) -> None:
     phrase = file_report(client)
     login(client, phrase)
-    from whistle.crypto import Envelope, seal_envelope
+    from whistle.core.crypto import Envelope, seal_envelope
 
     sealed = seal_envelope(Envelope(kind="message", body="Mensaje cifrado en el navegador"),
                            workstation.secret_key.public_key)
@@ -160,7 +160,7 @@ def test_followup_logout_makes_cookie_worthless(client: FlaskClient) -> None:
 
 def test_followup_idle_session_expires(client: FlaskClient, app: Flask,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from whistle.source_sessions import EXPIRY_BUCKET_SECONDS, IDLE_SECONDS, RedisSourceSessionStore
+    from whistle.server.source_sessions import EXPIRY_BUCKET_SECONDS, IDLE_SECONDS, RedisSourceSessionStore
 
     phrase = file_report(client)
     login(client, phrase)
@@ -175,7 +175,7 @@ def test_followup_idle_session_expires(client: FlaskClient, app: Flask,
         time.sleep(0.05)
     else:
         later = time.monotonic() + IDLE_SECONDS + 60
-        monkeypatch.setattr("whistle.source_sessions.time.monotonic", lambda: later)
+        monkeypatch.setattr("whistle.server.source_sessions.time.monotonic", lambda: later)
     assert client.get("/case").status_code == 302
     assert len(store) == 0
 
@@ -202,7 +202,7 @@ def test_followup_reply_that_fails_to_open_is_shown_as_error(client: FlaskClient
     sealed = seal_reply("no para usted", other)
     with app.extensions["whistle"].sessions.begin() as db:
         # Bypasses the import checks on purpose: what if a bad reply got in anyway?
-        from whistle.submissions import add_item
+        from whistle.server.intake import add_item
 
         add_item(db, db.get(Report, report.id), seq=2, kind="reply", sealed_envelope=sealed, attachments=(),
                  sealed_by="unit")

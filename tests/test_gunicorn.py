@@ -23,7 +23,7 @@ from conftest import LiveServer, Workstation, _free_port, stop_process
 from helpers import GUNICORN_CONF, REPO, find_needles, multipart, start_gunicorn, wait_until_serving
 from test_canary import Browser, _token
 
-from whistle.config import Config
+from whistle.server.config import Config
 
 # What an access-log line looks like in gunicorn's default format: `ADDR - - [DATE] "GET / …"`.
 ACCESS_LINE = re.compile(r'(\d{1,3}\.){3}\d{1,3} - |"(GET|POST|HEAD) /')
@@ -62,8 +62,8 @@ def test_gunicorn_serves_without_banner_address_or_access_log(
         environ: dict[str, str], config: Config, workstation: Workstation, tmp_path: Path) -> None:
     from sqlalchemy import select
 
-    from whistle.db import make_engine, make_sessionmaker
-    from whistle.models import Report
+    from whistle.server.db import make_engine, make_sessionmaker
+    from whistle.server.models import Report
 
     port = _free_port()
     tmp_dir = tmp_path / "server-tmp"
@@ -195,5 +195,5 @@ def test_gunicorn_config_is_what_production_needs() -> None:
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=60, check=True)
     assert done.stdout.strip() == repr(
-        (["127.0.0.1:8000"], 1, "whistle.worker.WhistleWorker", 16, True, None, "-", "warning", [],
+        (["127.0.0.1:8000"], 1, "whistle.server.worker.WhistleWorker", 16, True, None, "-", "warning", [],
          "whistle", 600, 1000))

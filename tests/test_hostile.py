@@ -22,7 +22,7 @@ Which layer enforces the upload limit (checked by the live-server tests below):
 * ``Transfer-Encoding: chunked``: the development server de-chunks the body and sets
   ``wsgi.input_terminated``; Werkzeug then wraps the stream in ``LimitedStream(is_max=True)``, which
   raises 413 once the form parser has read ``MAX_CONTENT_LENGTH`` bytes. Until then file parts go
-  to an encrypted spool file (whistle.uploads), never to memory. After answering, the development
+  to an encrypted spool file (whistle.server.uploads), never to memory. After answering, the development
   server *drains* whatever the client keeps sending (it reads and discards, 10 MB per read, up to
   10 GB or 1,000 reads) instead of closing at once: memory stays flat, but the connection and a
   thread stay busy while a client keeps sending. gunicorn (deploy/gunicorn.conf.py, checked here
@@ -59,9 +59,8 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from whistle.bundle import MANIFEST, BundleError, BundleReader, attachment_member, envelope_member
-from whistle.config import Config
-from whistle.crypto import (
+from whistle.core.bundle import MANIFEST, BundleError, BundleReader, attachment_member, envelope_member
+from whistle.core.crypto import (
     CIPHER_CHUNK_SIZE,
     MAX_BODY_CHARS,
     SEAL_OVERHEAD,
@@ -74,10 +73,11 @@ from whistle.crypto import (
     encrypt_stream,
     iter_decrypt,
 )
-from whistle.instance import InstanceError, InstanceSecrets
-from whistle.models import Base
-from whistle.passphrase import Argon2Params, PassphraseError, derive, normalise, wordlist
-from whistle.replies import RepliesError, SealedReply, dump_replies, parse_replies
+from whistle.core.passphrase import Argon2Params, PassphraseError, derive, normalise, wordlist
+from whistle.core.replies import RepliesError, SealedReply, dump_replies, parse_replies
+from whistle.server.config import Config
+from whistle.server.instance import InstanceError, InstanceSecrets
+from whistle.server.models import Base
 
 FAST = settings(max_examples=100, deadline=None)
 # The web tests share one app (and its database) across examples: that is the point, a bad example
@@ -900,8 +900,8 @@ def test_form_hostile_fields_answer_200_or_400_and_400_stores_nothing(
 
 # =========================================================================== the route fuzzer
 
-MAX_FORM_MEMORY = 2 * 1024 * 1024  # whistle.app: MAX_FORM_MEMORY_SIZE
-MAX_FORM_PARTS = 200  # whistle.app: MAX_FORM_PARTS
+MAX_FORM_MEMORY = 2 * 1024 * 1024  # whistle.server.app: MAX_FORM_MEMORY_SIZE
+MAX_FORM_PARTS = 200  # whistle.server.app: MAX_FORM_PARTS
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 # POSTs that are legitimate whatever the body once the CSRF token is right: sent without a valid
 # token only (a logout ends the session the fuzzer is using).
@@ -1262,7 +1262,7 @@ def test_route_fuzzer_never_5xx_and_stores_nothing(
 ) -> None:
     who_all = _identities(app, investigator, admin)
     with app.extensions["whistle"].sessions() as db:
-        from whistle.models import Report
+        from whistle.server.models import Report
 
         report_id = db.scalars(select(Report.id)).one()
     rules = [r for r in app.url_map.iter_rules()]

@@ -12,8 +12,8 @@ import pytest
 from conftest import Workstation
 
 from whistle import create_app
-from whistle.config import load_config
-from whistle.instance import InstanceError, InstanceSecrets, init_instance
+from whistle.server.config import load_config
+from whistle.server.instance import InstanceError, InstanceSecrets, init_instance
 
 
 def start(environ: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -83,7 +83,7 @@ def test_instance_interface_serves_only_its_pages(environ: dict[str, str], tmp_p
                                                   interface: str, source_status: int,
                                                   investigator_status: int) -> None:
     """The source onion service must not expose the investigators' login page, and vice versa."""
-    from whistle.instance import load_or_create_secrets
+    from whistle.server.instance import load_or_create_secrets
 
     config = load_config(environ | {"WHISTLE_INTERFACE": interface}, cwd=tmp_path)
     load_or_create_secrets(config, time_cost=1, memory_cost_kib=8)

@@ -14,15 +14,15 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.routing import IntegerConverter
 
-from whistle import accounts
-from whistle.investigator.auth import (
+from whistle.server import accounts
+from whistle.server.models import AuditEntry, Investigator
+from whistle.server.web.investigator.auth import (
     SESSION_ID,
     SESSION_LOGIN,
     SESSION_SEEN,
     SESSION_VERSION,
     SOURCE_TOKEN,
 )
-from whistle.models import AuditEntry, Investigator
 
 LOGIN = "/investigator/login"
 ACCOUNTS = "/investigator/admin/accounts"

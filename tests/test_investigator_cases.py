@@ -23,11 +23,11 @@ from test_followup import RECEIPT
 from test_followup import login as source_login
 
 from whistle import cli, create_app
-from whistle.bundle import BundleReader
-from whistle.config import load_config
-from whistle.instance import load_or_create_secrets
-from whistle.models import AuditEntry, Item, Report
-from whistle.workstation import decrypt_bundle
+from whistle.core.bundle import BundleReader
+from whistle.server.config import load_config
+from whistle.server.instance import load_or_create_secrets
+from whistle.server.models import AuditEntry, Item, Report
+from whistle.workstation.decrypt import decrypt_bundle
 
 
 @pytest.fixture

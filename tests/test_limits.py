@@ -20,8 +20,8 @@ from test_followup import file_report
 from test_followup import login as source_login
 
 from whistle import create_app
-from whistle.config import ConfigError, load_config
-from whistle.instance import load_or_create_secrets
+from whistle.server.config import ConfigError, load_config
+from whistle.server.instance import load_or_create_secrets
 
 
 def make_app(environ: dict[str, str], tmp_path: Path, **limits: str) -> Flask:
@@ -166,8 +166,8 @@ class CountingStream(io.BytesIO):
 def test_limits_run_before_csrf_and_refuse_without_reading_the_body(
     environ: dict[str, str], tmp_path: Path, clock: FrozenClock
 ) -> None:
-    from whistle import limits
-    from whistle.app import csrf
+    from whistle.server import limits
+    from whistle.server.app import csrf
 
     app = make_app(environ, tmp_path, submit_global="1 per minute")
     hooks: list[Callable[..., object]] = app.before_request_funcs[None]
@@ -214,10 +214,10 @@ def test_limits_passphrase_backoff_after_repeated_failures(environ: dict[str, st
     assert source_login(client, "palabra " * 7).status_code == 400  # 4th failure sets a wait
     resp = source_login(client, phrase)  # even the right passphrase must wait now
     assert resp.status_code == 429 and resp.headers["Retry-After"] == "1"
-    import whistle.limits
+    import whistle.server.limits
 
-    real = whistle.limits.time.time
-    monkeypatch.setattr(whistle.limits.time, "time", lambda: real() + 2)
+    real = whistle.server.limits.time.time
+    monkeypatch.setattr(whistle.server.limits.time, "time", lambda: real() + 2)
     assert source_login(client, phrase).status_code == 302
 
 
@@ -257,7 +257,7 @@ def test_limits_backoff_keys_are_not_dated_to_the_second(environ: dict[str, str]
     for _ in range(5):
         source_login(client, "palabra " * 7)
         clock.now += 40
-    from whistle.counters import MemoryCounterStore
+    from whistle.server.counters import MemoryCounterStore
 
     store = app.extensions["whistle_counters"]
     if not isinstance(store, MemoryCounterStore):
@@ -270,7 +270,7 @@ def test_limits_backoff_keys_are_not_dated_to_the_second(environ: dict[str, str]
 
 def test_limits_argon2_gate_bounds_concurrency(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     """With every slot busy, a login waits for a slot, then gives up with 503, not more memory."""
-    import whistle.passphrase as passphrase
+    import whistle.core.passphrase as passphrase
 
     state = app.extensions["whistle"]
     gate = passphrase.DerivationGate(1)

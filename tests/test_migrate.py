@@ -17,14 +17,14 @@ from sqlalchemy import MetaData, Table, insert
 from test_followup import login
 
 from whistle import cli, create_app
-from whistle.config import Config
-from whistle.crypto import AttachmentRef, Envelope, encrypt_stream, new_stream_key, seal_envelope
-from whistle.db import make_engine
-from whistle.instance import load_or_create_secrets
-from whistle.migrate import current_revision, head_revision, upgrade_database
-from whistle.models import Base
-from whistle.passphrase import derive, generate
-from whistle.storage import BLOB_CHUNK_SIZE
+from whistle.core.crypto import AttachmentRef, Envelope, encrypt_stream, new_stream_key, seal_envelope
+from whistle.core.passphrase import derive, generate
+from whistle.server.config import Config
+from whistle.server.db import make_engine
+from whistle.server.instance import load_or_create_secrets
+from whistle.server.migrate import current_revision, head_revision, upgrade_database
+from whistle.server.models import Base
+from whistle.server.storage import BLOB_CHUNK_SIZE
 
 
 def test_migrate_empty_database_reaches_model_schema(config: Config) -> None:
@@ -149,7 +149,7 @@ def test_migrate_refuses_unversioned_database(config: Config) -> None:
     """Tables without a migration history (not made by this whistle): refuse, one clear line."""
     import pytest
 
-    from whistle.instance import InstanceError
+    from whistle.server.instance import InstanceError
 
     engine = make_engine(config.database_url)
     Base.metadata.create_all(engine)

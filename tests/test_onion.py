@@ -12,7 +12,7 @@ import re
 import pytest
 from nacl.public import PrivateKey
 
-from whistle.onion import ClientAuthKey, OnionKeyError, check_client_name, tor_base32
+from whistle.server.onion import ClientAuthKey, OnionKeyError, check_client_name, tor_base32
 
 ONION = "qo237ez233empfkmtiuv2ikccrr3zdhugonrojnbbx7udijgcc6eu2ad"
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""whistle.passphrase: receipt passphrases, their normalisation and the argon2id derivation."""
+"""whistle.core.passphrase: receipt passphrases, their normalisation and the argon2id derivation."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.public import PrivateKey
 
-from whistle import passphrase as pp
-from whistle.passphrase import (
+from whistle.core import passphrase as pp
+from whistle.core.passphrase import (
     Argon2Params,
     DerivationGate,
     GateBusyError,

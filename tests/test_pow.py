@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 from helpers import api_payload, pow_token
 from test_limits import FrozenClock, make_app
 
-from whistle import pow as proof
+from whistle.server import pow as proof
 
 DATA = Path(__file__).parent / "data"
 POW_CHECK = DATA / "js_pow_check.js"
@@ -137,7 +137,7 @@ def test_pow_refusal_on_a_form_is_the_form_page(client: FlaskClient) -> None:
 def test_pow_spent_entry_expires_with_the_challenge_on_a_minute(
     client: FlaskClient, workstation: Workstation, app: Flask, clock: FrozenClock
 ) -> None:
-    from whistle.counters import MemoryCounterStore
+    from whistle.server.counters import MemoryCounterStore
 
     clock.now += 13.7
     token = pow_token(client, "submit")

@@ -24,10 +24,10 @@ from sqlalchemy import select as sql_select
 from test_followup import file_report, login
 
 from whistle import create_app
-from whistle.config import Config, ConfigError, load_config
-from whistle.instance import load_or_create_secrets
-from whistle.models import BlobChunk, Item, Report
-from whistle.quotas import HOUR, counters, window_left
+from whistle.server.config import Config, ConfigError, load_config
+from whistle.server.instance import load_or_create_secrets
+from whistle.server.models import BlobChunk, Item, Report
+from whistle.server.quotas import HOUR, counters, window_left
 
 MB = 1024 * 1024
 
@@ -179,13 +179,13 @@ def test_diskfull_blob_write_507_and_no_row(client: FlaskClient, app: Flask, wor
 
 def test_diskfull_spool_write_507_and_no_row(client: FlaskClient, app: Flask,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    import whistle.storage
+    import whistle.server.storage
 
     class FullFile(io.BytesIO):
         def write(self, data: Any) -> int:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(whistle.storage.tempfile, "TemporaryFile", lambda **kw: FullFile())
+    monkeypatch.setattr(whistle.server.storage.tempfile, "TemporaryFile", lambda **kw: FullFile())
     resp = post_form(client, "informe", [("a.jpg", "image/jpeg", os.urandom(200_000))])
     assert resp.status_code == 507 and int(resp.headers["Retry-After"]) > 0
     assert count(app, Report) == 0
@@ -316,7 +316,7 @@ def test_quota_20mb_bodies_real_server_stop_reading_early(environ: dict[str, str
 
 
 def count_reports(config: Config) -> int:
-    from whistle.db import make_engine, make_sessionmaker
+    from whistle.server.db import make_engine, make_sessionmaker
 
     engine = make_engine(config.database_url)
     try:

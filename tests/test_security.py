@@ -13,8 +13,8 @@ from flask.testing import FlaskClient
 from helpers import post_form
 
 from whistle import create_app
-from whistle.config import load_config
-from whistle.instance import load_or_create_secrets
+from whistle.server.config import load_config
+from whistle.server.instance import load_or_create_secrets
 
 EXPECTED_CSP = {
     "default-src": "'none'",

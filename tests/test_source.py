@@ -16,11 +16,11 @@ from helpers import api_payload, export_and_decrypt, post_api, post_form, report
 from sqlalchemy import func, select
 
 from whistle import create_app
-from whistle.config import load_config
-from whistle.crypto import open_envelope
-from whistle.instance import load_or_create_secrets
-from whistle.models import Attachment, Blob, BlobChunk, Item, Report
-from whistle.passphrase import normalise, wordlist
+from whistle.core.crypto import open_envelope
+from whistle.core.passphrase import normalise, wordlist
+from whistle.server.config import load_config
+from whistle.server.instance import load_or_create_secrets
+from whistle.server.models import Attachment, Blob, BlobChunk, Item, Report
 
 PASSPHRASE_RE = re.compile(r'<code id="receipt-passphrase">([^<]+)</code>')
 
@@ -112,7 +112,7 @@ def test_api_stores_sealed_envelope_unchanged(
     payload = api_payload(workstation.secret_key.public_key, "texto", [])
     sealed = payload["report"][0].getvalue()  # type: ignore[index]
     assert post_api(client, payload).status_code == 201
-    from whistle.storage import read_blob
+    from whistle.server.storage import read_blob
 
     with app.extensions["whistle"].sessions() as s:
         item = s.scalars(select(Item)).one()

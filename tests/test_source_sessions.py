@@ -15,8 +15,8 @@ from conftest import TEST_REDIS
 from hypothesis import given
 from hypothesis import strategies as st
 
-from whistle.crypto import UnitSecretKey
-from whistle.source_sessions import (
+from whistle.core.crypto import UnitSecretKey
+from whistle.server.source_sessions import (
     EXPIRY_BUCKET_SECONDS,
     IDLE_SECONDS,
     RedisSourceSessionStore,

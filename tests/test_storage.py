@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""whistle.storage: confined paths, atomic writes and chunked ciphertext blobs in the database."""
+"""whistle.server.storage: confined paths, atomic writes and chunked ciphertext blobs in the database."""
 
 from __future__ import annotations
 
@@ -12,20 +12,10 @@ import pytest
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from whistle.db import create_schema, make_engine, make_sessionmaker
-from whistle.models import Blob, BlobChunk
-from whistle.storage import (
-    BLOB_CHUNK_SIZE,
-    SpoolFile,
-    StorageError,
-    UnsafePathError,
-    atomic_open,
-    atomic_write,
-    iter_blob,
-    read_blob,
-    safe_join,
-    write_blob,
-)
+from whistle.core.files import StorageError, UnsafePathError, atomic_open, atomic_write, safe_join
+from whistle.server.db import create_schema, make_engine, make_sessionmaker
+from whistle.server.models import Blob, BlobChunk
+from whistle.server.storage import BLOB_CHUNK_SIZE, SpoolFile, iter_blob, read_blob, write_blob
 
 # --------------------------------------------------------------------------- safe_join
 

@@ -25,8 +25,8 @@ import pytest
 from conftest import _free_port, stop_process
 from helpers import page_session, start_gunicorn, wait_until_serving
 
-from whistle.config import Config
-from whistle.worker import Policy, body_framing
+from whistle.server.config import Config
+from whistle.server.worker import Policy, body_framing
 
 THREADS = 16            # the configured default (deploy/gunicorn.conf.py)
 ATTACKERS = 4 * THREADS

@@ -17,9 +17,9 @@ from flask.testing import FlaskClient
 from helpers import api_payload, post_api, post_form, report_folders
 
 from whistle import cli
-from whistle.crypto import UnitSecretKey
-from whistle.export import export_bundle
-from whistle.workstation import DecryptError, decrypt_bundle
+from whistle.core.crypto import UnitSecretKey
+from whistle.server.export import export_bundle
+from whistle.workstation.decrypt import BundleDecryptError, decrypt_bundle
 
 
 def _key_file(path: Path, key: UnitSecretKey, passphrase: str = KEY_PASSPHRASE) -> Path:
@@ -71,7 +71,7 @@ def test_decrypt_bundle_keyring_missing_a_key_writes_nothing(
     mixed_bundle: Path, workstation: Workstation, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    with pytest.raises(DecryptError, match="does not open with any of the 2 keys"):
+    with pytest.raises(BundleDecryptError, match="does not open with any of the 2 keys"):
         decrypt_bundle(mixed_bundle, [UnitSecretKey.generate(), workstation.secret_key], out)
     assert report_folders(out) == []
 

@@ -1,0 +1,95 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Cryptography for whistle, on PyNaCl (libsodium).
+
+One fixed encoding (standard base64 with padding), small typed key objects and one exception
+hierarchy rooted at :class:`CryptoError`. Formats are specified in ``docs/protocol.md``; the
+submodules are ``keys``, ``envelope``, ``stream`` and ``errors``.
+
+This package imports no Flask and touches no database: the offline workstation uses it as is.
+"""
+
+from __future__ import annotations
+
+from whistle.core.crypto.envelope import (
+    ENVELOPE_BLOCK,
+    ENVELOPE_VERSION,
+    KINDS,
+    MAX_BODY_CHARS,
+    SEAL_OVERHEAD,
+    AttachmentRef,
+    Envelope,
+    open_envelope,
+    seal_envelope,
+)
+from whistle.core.crypto.errors import (
+    CryptoError,
+    DecryptionError,
+    EnvelopeFormatError,
+    KeyFormatError,
+    StreamFormatError,
+    WrongPassphraseError,
+)
+from whistle.core.crypto.keys import (
+    SECRET_KEY_FORMAT,
+    UnitPublicKey,
+    UnitSecretKey,
+    b64decode,
+    b64encode,
+    is_version,
+)
+from whistle.core.crypto.stream import (
+    CHUNK_SIZE,
+    CIPHER_CHUNK_SIZE,
+    STREAM_ABYTES,
+    STREAM_HEADER_BYTES,
+    STREAM_KEY_BYTES,
+    TAG_FINAL,
+    TAG_MESSAGE,
+    StreamEncryptor,
+    decrypt_stream,
+    encrypt_stream,
+    is_plausible_stream_length,
+    iter_decrypt,
+    new_stream_key,
+    random_id,
+    stream_ciphertext_length,
+)
+
+__all__ = [
+    "CryptoError",
+    "KeyFormatError",
+    "DecryptionError",
+    "WrongPassphraseError",
+    "EnvelopeFormatError",
+    "StreamFormatError",
+    "UnitPublicKey",
+    "UnitSecretKey",
+    "AttachmentRef",
+    "Envelope",
+    "seal_envelope",
+    "open_envelope",
+    "new_stream_key",
+    "StreamEncryptor",
+    "encrypt_stream",
+    "decrypt_stream",
+    "is_plausible_stream_length",
+    "stream_ciphertext_length",
+    "b64encode",
+    "b64decode",
+    "is_version",
+    "iter_decrypt",
+    "random_id",
+    "ENVELOPE_BLOCK",
+    "ENVELOPE_VERSION",
+    "KINDS",
+    "MAX_BODY_CHARS",
+    "SEAL_OVERHEAD",
+    "SECRET_KEY_FORMAT",
+    "CHUNK_SIZE",
+    "CIPHER_CHUNK_SIZE",
+    "STREAM_ABYTES",
+    "STREAM_HEADER_BYTES",
+    "STREAM_KEY_BYTES",
+    "TAG_FINAL",
+    "TAG_MESSAGE",
+]

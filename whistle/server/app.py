@@ -1,0 +1,210 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""The application factory, after Flask's tutorial: extensions bound here, blueprints at module level."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from flask import Flask, jsonify, make_response, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import Babel
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
+
+from whistle.core.passphrase import DerivationGate, GateBusyError
+from whistle.server import faults, i18n, limits, quotas, security
+from whistle.server.config import Config, load_config
+from whistle.server.db import make_sessionmaker
+from whistle.server.instance import check_key_folder, init_instance
+from whistle.server.source_sessions import make_store
+from whistle.server.state import State
+from whistle.server.uploads import ClientTooSlow, WhistleRequest
+
+# whistle/ (the package: static files, translations) and the repository root (templates/).
+PACKAGE = Path(__file__).resolve().parent.parent
+ROOT = PACKAGE.parent
+MB = 1024 * 1024
+
+
+csrf = CSRFProtect()
+babel = Babel()
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the app; raise :class:`whistle.server.instance.InstanceError` (fail closed) on a bad setup."""
+    config = config or load_config(os.environ)
+    # Checked before anything is created: a server with a private key must not even init.
+    unit_key = check_key_folder(config)
+    secrets, engine = init_instance(config)
+
+    app = Flask(
+        __name__,
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(PACKAGE / "static"),
+    )
+    app.request_class = WhistleRequest
+    app.config.update(
+        SECRET_KEY=secrets.flask_secret_key,
+        MAX_CONTENT_LENGTH=config.max_upload_mb * MB,
+        # Form text (the report body) is held in memory only; 100,000 characters fit.
+        MAX_FORM_MEMORY_SIZE=2 * MB,
+        MAX_FORM_PARTS=200,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=config.https,
+        SESSION_COOKIE_NAME="whistle",
+        PERMANENT_SESSION_LIFETIME=30 * 60,
+        WTF_CSRF_TIME_LIMIT=None,
+        WTF_CSRF_SSL_STRICT=True,
+        BABEL_DEFAULT_LOCALE=config.default_language,
+        BABEL_TRANSLATION_DIRECTORIES=str(PACKAGE / "translations"),
+        SEND_FILE_MAX_AGE_DEFAULT=3600,
+    )
+    app.extensions["whistle"] = State(
+        config=config,
+        unit_key=unit_key,
+        secrets=secrets,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        gate=DerivationGate(config.argon2_concurrency),
+        source_sessions=make_store(config.ratelimit_storage, secrets.key_prefix),
+    )
+    _quiet_logging(app)
+
+    csrf.init_app(app)
+    babel.init_app(app, locale_selector=i18n.select_locale)
+    i18n.init_app(app)
+    security.init_app(app)
+    limits.init_app(app)
+    # Upload quotas: first before_request of all, ahead of CSRF; 507 for a full disk.
+    quotas.init_app(app)
+
+    from whistle.server.web.investigator import bp as investigator_bp
+    from whistle.server.web.source import bp as source_bp
+
+    if config.interface in ("all", "source"):
+        app.register_blueprint(source_bp)
+    if config.interface in ("all", "investigator"):
+        app.register_blueprint(investigator_bp)
+    _register_errors(app)
+
+    @app.context_processor
+    def _home() -> dict[str, str]:
+        # The start page of whichever interface this process serves.
+        home = "source.index" if "source" in app.blueprints else "investigator.case_list"
+        return {"home_url": url_for(home)}
+
+    return app
+
+
+def _quiet_logging(app: Flask) -> None:
+    # Werkzeug's request log line carries the client address and path: never write it.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    app.logger.setLevel(logging.WARNING)
+    # Flask's default format starts with the exact time; a log line must not date an event
+    # (a failed submission, say) more precisely than the day the database records.
+    from flask.logging import default_handler
+
+    default_handler.setFormatter(logging.Formatter("%(levelname)s in %(module)s: %(message)s"))
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError) -> ResponseReturnValue:
+        from flask_babel import gettext as _
+
+        message = _("Your session expired or the form was sent twice. Please reload the page.")
+        if _wants_json():
+            return jsonify(error="csrf", message=message), 400
+        return render_template("error.html", code=400, message=message), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> ResponseReturnValue:
+        from flask_babel import gettext as _
+
+        code = exc.code or 500
+        # Werkzeug turns any error while reading the body into "client disconnected" (400); one
+        # caused by the worker's minimum-rate cut gets its own answer.
+        if isinstance(exc.__context__, ClientTooSlow):
+            return too_slow(exc.__context__)
+        # An exception in an after_request hook (the limiter deducting from Redis) reaches here
+        # as a 500 wrapping it: a backend fault still answers 503.
+        original = getattr(exc, "original_exception", None)
+        if code == 500 and isinstance(original, Exception) and faults.is_unavailable(original):
+            return unavailable(original)
+        messages = {
+            400: _("The request could not be understood."),
+            404: _("This page does not exist."),
+            405: _("This page does not accept that kind of request."),
+            413: _("What you sent is too large."),
+            429: _("Too many requests right now. Please wait a few minutes and try again."),
+            503: _("The server is busy. Please wait a minute and try again."),
+        }
+        message = messages.get(code, _("Something went wrong."))
+        if _wants_json():
+            error = "too_large" if code == 413 else f"http_{code}"
+            response = make_response(jsonify(error=error, message=message), code)
+        else:
+            response = make_response(render_template("error.html", code=code, message=message), code)
+        # Keep what the exception says about the protocol (Allow on 405, for instance).
+        carried = dict(exc.get_headers())
+        for name in ("Allow", "Retry-After"):
+            if name in carried:
+                response.headers[name] = carried[name]
+        if code == 429 and "Retry-After" not in response.headers:
+            response.headers["Retry-After"] = str(limits.retry_after())
+        if code == 503:
+            response.headers.setdefault("Retry-After", "30")
+        return response
+
+    @app.errorhandler(GateBusyError)
+    def gate_busy(exc: GateBusyError) -> ResponseReturnValue:
+        # Every argon2 slot stayed taken for the whole bounded wait: the documented busy answer.
+        return http_error(ServiceUnavailable())
+
+    def unavailable(exc: Exception) -> ResponseReturnValue:
+        from flask_babel import gettext as _
+
+        # The database or Redis is unreachable. The request's transaction was rolled back when
+        # its ``with sessions…`` block exited, so "nothing was stored" is true. Type only in the
+        # log: SQLAlchemy's message quotes the statement and its parameters (ciphertext).
+        app.logger.warning("backend unavailable: %s", type(exc).__name__)
+        message = _("Something went wrong. Nothing was stored; please try again later.")
+        if _wants_json():
+            response = make_response(jsonify(error="unavailable", message=message), 503)
+        else:
+            response = make_response(render_template("error.html", code=503, message=message), 503)
+        response.headers["Retry-After"] = str(faults.RETRY_AFTER_SECONDS)
+        return response
+
+    @app.errorhandler(ClientTooSlow)
+    def too_slow(exc: ClientTooSlow) -> ResponseReturnValue:
+        from flask_babel import gettext as _
+
+        # The worker cut a body that arrived below the minimum rate; whatever was spooled is
+        # gone with the request, and the worker closes the connection after this answer.
+        message = _("What you sent arrived too slowly and was not stored. Please try again.")
+        if _wants_json():
+            response = make_response(jsonify(error="too_slow", message=message), 408)
+        else:
+            response = make_response(render_template("error.html", code=408, message=message), 408)
+        return response
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> ResponseReturnValue:
+        from flask_babel import gettext as _
+
+        if faults.is_unavailable(exc):
+            return unavailable(exc)
+        # Log the exception type only: messages can quote request data.
+        app.logger.error("internal error: %s", type(exc).__name__)
+        message = _("Something went wrong. Nothing was stored; please try again later.")
+        if _wants_json():
+            return jsonify(error="internal", message=message), 500
+        return render_template("error.html", code=500, message=message), 500

@@ -1,0 +1,234 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Case workflow: the investigators' list with deadlines, status changes, deletion, replies and
+follow-up messages. Database only, no Flask: the web UI and the CLI share it."""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from whistle.core.errors import WhistleError
+from whistle.core.replies import RepliesError, SealedReply
+from whistle.server import audit
+from whistle.server.intake import ChunkSource, add_item, today
+from whistle.server.models import OUTCOMES, STATUSES, Blob, BlobChunk, Item, Report
+from whistle.server.storage import read_blob
+
+SORTS = ("received", "updated", "status")
+FILTERS = ("all", "open", "overdue", *STATUSES)
+
+
+class CaseError(WhistleError):
+    """A case operation was refused: unknown case, invalid status or outcome."""
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Acknowledgement and feedback deadlines (EU Directive 2019/1937, art. 9)."""
+
+    ack_days: int = 7
+    feedback_months: int = 3
+
+    def ack_due(self, received: dt.date) -> dt.date:
+        return received + dt.timedelta(days=self.ack_days)
+
+    def feedback_due(self, received: dt.date) -> dt.date:
+        return add_months(received, self.feedback_months)
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    """The same day ``months`` later, clamped to the month's end (31 Jan + 1 → 28/29 Feb)."""
+    month0 = day.month - 1 + months
+    year, month = day.year + month0 // 12, month0 % 12 + 1
+    return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+@dataclass(frozen=True)
+class CaseRow:
+    """One line of the case list."""
+
+    id: str
+    received_on: dt.date
+    updated_on: dt.date
+    status: str
+    outcome: str | None
+    sealed_by: str
+    new_messages: int
+    replies: int
+    ack_due: dt.date
+    feedback_due: dt.date
+    ack_overdue: bool
+    feedback_overdue: bool
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+
+@dataclass(frozen=True)
+class CasePage:
+    rows: list[CaseRow]
+    total: int
+    page: int
+    pages: int
+
+
+OPEN_STATUSES = tuple(s for s in STATUSES if s != "closed")
+
+
+def _filter(query, status: str, deadlines: Deadlines, day: dt.date, *,  # type: ignore[no-untyped-def]
+            ranges: bool = True):
+    if status == "open":
+        # The same rows either way (a status is always one of STATUSES). As ranges of the
+        # (status, …) indexes, PostgreSQL counts them, and pages them in status order, from the
+        # index alone; ``!= 'closed'`` lets a date sort walk its (date, id, status) index in order
+        # instead of sorting (bench/case_list.py).
+        return query.where(Report.status.in_(OPEN_STATUSES) if ranges else Report.status != "closed")
+    if status == "overdue":
+        ack_cut = day - dt.timedelta(days=deadlines.ack_days)
+        feedback_cut = add_months(day, -deadlines.feedback_months)
+        # Open cases older than the earlier deadline: one range of the (status, received_on, id,
+        # replies) index per open status, answered from the index alone.
+        return query.where(
+            Report.status.in_(OPEN_STATUSES),
+            Report.received_on < max(ack_cut, feedback_cut),
+            or_(and_(Report.status == "received", Report.received_on < ack_cut),
+                and_(Report.received_on < feedback_cut, Report.replies == 0)),
+        )
+    if status in STATUSES:
+        return query.where(Report.status == status)
+    if status != "all":
+        raise CaseError(f"unknown filter {status!r}")
+    return query
+
+
+def list_cases(session: Session, *, status: str = "open", sort: str = "received",
+               descending: bool = False, page: int = 1, per_page: int = 50,
+               deadlines: Deadlines = Deadlines(), day: dt.date | None = None) -> CasePage:
+    """One page of cases, with counts and deadlines computed for that page only."""
+    day = day or today()
+    if sort not in SORTS:
+        raise CaseError(f"unknown sort {sort!r}")
+    # Within a status, oldest first: the (status, received_on, id) index gives that order.
+    by_sort: dict[str, list[InstrumentedAttribute[Any]]] = {
+        "received": [Report.received_on], "updated": [Report.updated_on],
+        "status": [Report.status, Report.received_on]}
+    order = [c.desc() if descending else c.asc() for c in [*by_sort[sort], Report.id]]
+    # Count and page over the ids only, which indexes can answer without reading the table; then
+    # read the page's 50 rows. Selecting whole rows made a deep page read every row before it.
+    counted = _filter(select(Report.id), status, deadlines, day)
+    total = session.scalar(select(func.count()).select_from(counted.subquery())) or 0
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    matching = _filter(select(Report.id), status, deadlines, day, ranges=sort == "status")
+    window = matching.order_by(*order).limit(per_page).offset((page - 1) * per_page).subquery()
+    reports = session.scalars(
+        select(Report).join(window, Report.id == window.c.id).order_by(*order)).all()
+    rows = []
+    for r in reports:
+        ack_due, feedback_due = deadlines.ack_due(r.received_on), deadlines.feedback_due(r.received_on)
+        rows.append(CaseRow(
+            id=r.id, received_on=r.received_on, updated_on=r.updated_on, status=r.status,
+            outcome=r.outcome, sealed_by=r.sealed_by, new_messages=r.new_messages,
+            replies=r.replies, ack_due=ack_due, feedback_due=feedback_due,
+            ack_overdue=r.status == "received" and day > ack_due,
+            feedback_overdue=r.status != "closed" and r.replies == 0 and day > feedback_due,
+        ))
+    return CasePage(rows=rows, total=total, page=page, pages=pages)
+
+
+def get_case(session: Session, report_id: str) -> Report:
+    # Report ids are hex (crypto.random_id); anything else, a NUL included (which PostgreSQL
+    # refuses in text: a 500), is no case.
+    if not re.fullmatch(r"[0-9a-f]{8,32}", report_id):
+        raise CaseError("no such case")
+    report = session.get(Report, report_id)
+    if report is None:
+        raise CaseError("no such case")
+    return report
+
+
+def set_status(session: Session, report_id: str, status: str, outcome: str | None, actor: str) -> None:
+    """Change a case's status (closing needs an outcome); recorded in the audit log."""
+    if status not in STATUSES:
+        raise CaseError(f"unknown status {status!r}")
+    if status == "closed" and outcome not in OUTCOMES:
+        raise CaseError("closing a case needs an outcome from the list")
+    report = get_case(session, report_id)
+    old = report.status
+    report.status = status
+    report.outcome = outcome if status == "closed" else None
+    if status != "received" and report.acknowledged_on is None:
+        report.acknowledged_on = today()
+    report.updated_on = today()
+    audit.record(session, actor, audit.STATUS_CHANGE, report_id,
+                 f"{old} -> {status}" + (f" ({outcome})" if status == "closed" else ""))
+
+
+def delete_case(session: Session, report_id: str, actor: str) -> None:
+    """Delete a case and every blob of it; SQLite's secure_delete zeroes the freed pages."""
+    report = get_case(session, report_id)
+    blob_ids = [i.envelope_blob_id for i in report.items]
+    blob_ids += [a.blob_id for i in report.items for a in i.attachments]
+    session.delete(report)
+    session.flush()
+    session.execute(delete(BlobChunk).where(BlobChunk.blob_id.in_(blob_ids)))
+    session.execute(delete(Blob).where(Blob.id.in_(blob_ids)))
+    audit.record(session, actor, audit.CASE_DELETE, report_id, "")
+
+
+def next_seq(session: Session, report_id: str) -> int:
+    return (session.scalar(select(func.max(Item.seq)).where(Item.report_id == report_id)) or 0) + 1
+
+
+def add_message(session: Session, report_id: str, sealed: bytes, attachments: Iterable[ChunkSource],
+                sealed_by: str) -> Item:
+    """A source's follow-up message (sealed to the unit) on its own case."""
+    report = get_case(session, report_id)
+    item = add_item(session, report, seq=next_seq(session, report_id), kind="message",
+                    sealed_envelope=sealed, attachments=attachments, sealed_by=sealed_by)
+    report.updated_on = today()
+    return item
+
+
+def import_replies(session: Session, replies: list[SealedReply], actor: str) -> int:
+    """Store replies in the caller's transaction; refuse the whole file on any bad entry."""
+    for number, reply in enumerate(replies, 1):
+        report = session.get(Report, reply.report_id)
+        if report is None:
+            raise RepliesError(f"reply {number}: no report {reply.report_id} on this server")
+        if report.source_public_key != reply.recipient:
+            raise RepliesError(f"reply {number}: not sealed to report {reply.report_id}'s source key")
+        existing = {hashlib.sha256(read_blob(session, i.envelope_blob_id)).hexdigest()
+                    for i in report.items if i.kind == "reply"}
+        if reply.digest in existing:
+            raise RepliesError(f"reply {number}: already imported")
+    for reply in replies:
+        report = get_case(session, reply.report_id)
+        add_item(session, report, seq=next_seq(session, reply.report_id), kind="reply",
+                 sealed_envelope=reply.sealed, attachments=(), sealed_by="unit")
+        report.updated_on = today()
+        if report.status == "received":
+            # A reply is the acknowledgement the source is waiting for.
+            report.status, report.acknowledged_on = "acknowledged", today()
+        session.flush()
+    audit.record(session, actor, audit.REPLIES_UPLOAD, None,
+                 f"{len(replies)} repl{'y' if len(replies) == 1 else 'ies'} for "
+                 + ", ".join(sorted({r.report_id for r in replies})))
+    return len(replies)
+
+
+def reply_items(report: Report) -> list[Item]:
+    return [i for i in report.items if i.kind == "reply"]
+
+
+__all__ = ["CaseError", "CasePage", "CaseRow", "Deadlines", "FILTERS", "OUTCOMES", "SORTS",
+           "add_message", "delete_case", "get_case", "import_replies", "list_cases", "set_status"]

@@ -1,0 +1,35 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""What every view shares, built once by the application factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+from flask import current_app
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from whistle.core.crypto import UnitPublicKey
+from whistle.core.passphrase import DerivationGate
+from whistle.server.config import Config
+from whistle.server.instance import InstanceSecrets
+from whistle.server.source_sessions import SourceSessionStore
+
+
+@dataclass(frozen=True)
+class State:
+    """Stored in ``app.extensions['whistle']``."""
+
+    config: Config
+    unit_key: UnitPublicKey
+    secrets: InstanceSecrets
+    engine: Engine
+    sessions: sessionmaker[Session]
+    gate: DerivationGate
+    source_sessions: SourceSessionStore
+
+
+def get_state() -> State:
+    """The current application's shared state (typed access to ``app.extensions``)."""
+    return cast(State, current_app.extensions["whistle"])

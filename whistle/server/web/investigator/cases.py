@@ -1,0 +1,189 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""The investigators' case work: the list with deadlines, status changes, bundle downloads,
+replies uploads and deletion. Investigators never see plaintext here: reading happens offline."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from flask import (
+    Response,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_babel import ngettext
+
+from whistle.core.replies import MAX_REPLIES_FILE_BYTES, RepliesError, parse_replies
+from whistle.server import audit
+from whistle.server.casework import (
+    FILTERS,
+    OUTCOMES,
+    SORTS,
+    CaseError,
+    Deadlines,
+    delete_case,
+    get_case,
+    import_replies,
+    list_cases,
+    set_status,
+)
+from whistle.server.db import checkpoint_wal
+from whistle.server.export import export_bundle
+from whistle.server.intake import today
+from whistle.server.models import STATUSES
+from whistle.server.state import get_state
+from whistle.server.uploads import CiphertextSpool
+from whistle.server.web.investigator import bp
+from whistle.server.web.investigator.auth import current_investigator, login_required
+
+
+def _deadlines() -> Deadlines:
+    config = get_state().config
+    return Deadlines(ack_days=config.ack_days, feedback_months=config.feedback_months)
+
+
+@bp.get("/")
+@login_required
+def case_list() -> ResponseReturnValue:
+    status = request.args.get("status", "open")
+    sort = request.args.get("sort", "received")
+    descending = request.args.get("order", "asc") == "desc"
+    if status not in FILTERS or sort not in SORTS:
+        abort(400)
+    try:
+        page = int(request.args.get("page", "1"))
+    except ValueError:
+        abort(400)
+    with get_state().sessions() as db:
+        result = list_cases(db, status=status, sort=sort, descending=descending, page=page,
+                            per_page=50, deadlines=_deadlines())
+    return render_template("investigator/cases.html", page=result, status=status, sort=sort,
+                           order="desc" if descending else "asc", filters=FILTERS,
+                           statuses=STATUSES, outcomes=OUTCOMES, today=today())
+
+
+@bp.get("/case/<report_id>")
+@login_required
+def case_detail(report_id: str) -> ResponseReturnValue:
+    with get_state().sessions() as db:
+        try:
+            report = get_case(db, report_id)
+        except CaseError:
+            abort(404)
+        items = [{"seq": i.seq, "kind": i.kind, "created_on": i.created_on, "sealed_by": i.sealed_by,
+                  "exported": i.exported, "attachments": len(i.attachments)} for i in report.items]
+        deadlines = _deadlines()
+        return render_template(
+            "investigator/case.html", report=report, items=items, statuses=STATUSES,
+            outcomes=OUTCOMES, ack_due=deadlines.ack_due(report.received_on),
+            feedback_due=deadlines.feedback_due(report.received_on))
+
+
+@bp.post("/case/<report_id>/status")
+@login_required
+def case_status(report_id: str) -> ResponseReturnValue:
+    status = request.form.get("status", "")
+    outcome = request.form.get("outcome") or None
+    try:
+        with get_state().sessions.begin() as db:
+            set_status(db, report_id, status, outcome, current_investigator().name)
+    except CaseError as exc:
+        flash(str(exc) if str(exc) != "no such case" else _("No such case."))
+        return redirect(url_for("investigator.case_detail", report_id=report_id)), 303
+    flash(_("Status updated."))
+    return redirect(url_for("investigator.case_detail", report_id=report_id)), 303
+
+
+@bp.post("/case/<report_id>/delete")
+@login_required
+def case_delete(report_id: str) -> ResponseReturnValue:
+    if request.form.get("confirm") != report_id[:8]:
+        flash(_("To delete a case, type its short id to confirm."))
+        return redirect(url_for("investigator.case_detail", report_id=report_id)), 303
+    state = get_state()
+    try:
+        with state.sessions.begin() as db:
+            delete_case(db, report_id, current_investigator().name)
+    except CaseError:
+        abort(404)
+    # After the commit: the deleted ciphertext must not linger in SQLite's WAL.
+    checkpoint_wal(state.engine)
+    flash(_("The case and all its encrypted files were deleted."))
+    return redirect(url_for("investigator.case_list")), 303
+
+
+@bp.post("/bundle")
+@login_required
+def download_bundle() -> ResponseReturnValue:
+    """A bundle of the selected cases (all their items), or of everything new."""
+    state = get_state()
+    selected = request.form.getlist("report")
+    scope = request.form.get("scope", "selected")
+    # Anything but the page's two buttons is refused: an unknown scope exported everything new
+    # (and marked it exported), a made-up id went into the audit log.
+    if scope not in ("selected", "new") or not all(re.fullmatch(r"[0-9a-f]{8,32}", r) for r in selected):
+        abort(400)
+    if scope == "selected" and not selected:
+        flash(_("Select at least one case, or download everything new."))
+        return redirect(url_for("investigator.case_list")), 303
+    fd, tmp = tempfile.mkstemp(prefix=".bundle-", suffix=".zip", dir=state.config.spool_dir)
+    os.close(fd)
+    try:
+        summary = export_bundle(
+            state.sessions, Path(tmp), unit_fingerprint=state.unit_key.fingerprint(),
+            include_all=scope == "selected", report_ids=selected if scope == "selected" else None)
+        with state.sessions.begin() as db:
+            audit.record(db, current_investigator().name, audit.BUNDLE_DOWNLOAD, None,
+                         f"{summary.items} item(s) of {summary.reports} report(s)"
+                         + (": " + ", ".join(sorted(selected)) if scope == "selected" else ", new"))
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    name = f"whistle-bundle-{today().isoformat()}.zip"
+    return Response(stream_with_context(_stream_and_remove(tmp)), mimetype="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _stream_and_remove(path: str) -> Iterator[bytes]:
+    # The bundle is ciphertext, but it is still removed as soon as it has been sent.
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(256 * 1024):
+                yield chunk
+    finally:
+        os.unlink(path)
+
+
+@bp.route("/replies", methods=["GET", "POST"])
+@login_required
+def upload_replies() -> ResponseReturnValue:
+    if request.method == "GET":
+        return render_template("investigator/replies.html")
+    upload = request.files.get("replies")
+    if upload is None or not isinstance(upload.stream, CiphertextSpool):
+        flash(_("Choose a replies file made with 'whistle reply' on the workstation."))
+        return render_template("investigator/replies.html"), 400
+    if upload.stream.size > MAX_REPLIES_FILE_BYTES:
+        abort(413)
+    data = b"".join(upload.stream.iter_chunks())
+    try:
+        replies = parse_replies(data)
+        with get_state().sessions.begin() as db:
+            count = import_replies(db, replies, current_investigator().name)
+    except RepliesError as exc:
+        flash(_("The replies file was refused and nothing was imported: %(reason)s", reason=str(exc)))
+        return render_template("investigator/replies.html"), 400
+    flash(ngettext("%(num)d reply imported. The source will see it at their next login.",
+                   "%(num)d replies imported. The sources will see them at their next login.", count))
+    return redirect(url_for("investigator.case_list")), 303

@@ -1,0 +1,164 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Coming back: the source logs in with the receipt passphrase, reads replies, sends messages.
+
+Login is one argon2 derivation and one indexed lookup, the same work for a right or a wrong
+passphrase, with one generic message for every failure. The passphrase is never stored, logged
+or put in a cookie; the source's private key lives only in the session store (source_sessions.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import TypeVar
+
+from flask import abort, flash, redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from sqlalchemy import select
+
+from whistle.core.crypto import CryptoError, UnitSecretKey, open_envelope
+from whistle.core.passphrase import GateBusyError, PassphraseError
+from whistle.server.casework import add_message
+from whistle.server.limits import backoff_failed, login_limits, message_limits
+from whistle.server.models import Report
+from whistle.server.state import get_state
+from whistle.server.storage import read_blob
+from whistle.server.web.source import bp, common
+
+F = TypeVar("F", bound=Callable[..., ResponseReturnValue])
+TOKEN = "source_token"  # noqa: S105 - a session key name, not a secret
+
+
+
+def current_source() -> tuple[str, UnitSecretKey] | None:
+    """The logged-in source's report id and key, or None (expired, logged out, forged)."""
+    token = session.get(TOKEN)
+    if not isinstance(token, str):
+        return None
+    return get_state().source_sessions.get(token)
+
+
+def source_required(view: F) -> F:
+    @wraps(view)
+    def wrapped(*args: object, **kwargs: object) -> ResponseReturnValue:
+        if current_source() is None:
+            session.pop(TOKEN, None)
+            flash(_("Your session has ended. Please enter your passphrase again."))
+            return redirect(url_for("source.followup"))
+        return view(*args, **kwargs)
+    return wrapped  # type: ignore[return-value]
+
+
+@bp.route("/followup", methods=["GET", "POST"])
+@login_limits
+def followup() -> ResponseReturnValue:
+    from whistle.server.web.source.forms import FollowupForm
+
+    form = FollowupForm()
+    if request.method == "GET" or not form.validate_on_submit():
+        return render_template("followup.html", form=form), 400 if request.method == "POST" else 200
+    # The failed-passphrase backoff was checked before the form was read (limits.guard).
+    state = get_state()
+    try:
+        keys = state.gate.derive(form.passphrase.data or "", state.secrets.argon2)
+    except GateBusyError:
+        abort(503)
+    except PassphraseError:
+        keys = None
+    # The form's field is cleared so the passphrase is never echoed back into a page.
+    form.passphrase.data = ""
+    report_id = None
+    if keys is not None:
+        with state.sessions() as db:
+            report_id = db.scalar(select(Report.id).where(Report.login_hash == keys.login_hash))
+    if report_id is None or keys is None:
+        backoff_failed()
+        form.passphrase.errors = [_("That passphrase does not match any report. Check the words "
+                                    "and try again.")]
+        return render_template("followup.html", form=form), 400
+    lang = session.get("lang")
+    old = session.get(TOKEN)
+    if isinstance(old, str):
+        state.source_sessions.close(old)
+    # A fresh session: nothing from before the login carries over (session fixation).
+    session.clear()
+    if lang:
+        session["lang"] = lang
+    session[TOKEN] = state.source_sessions.open(report_id, keys.secret_key)
+    return redirect(url_for("source.case"))
+
+
+@bp.post("/logout")
+def logout() -> ResponseReturnValue:
+    token = session.get(TOKEN)
+    if isinstance(token, str):
+        get_state().source_sessions.close(token)
+    lang = session.get("lang")
+    session.clear()
+    if lang:
+        session["lang"] = lang
+    flash(_("You have left your report. Close the browser if this computer is shared."))
+    return redirect(url_for("source.index"))
+
+
+@bp.route("/case", methods=["GET", "POST"])
+@source_required
+@message_limits
+def case() -> ResponseReturnValue:
+    from whistle.server.web.source.forms import MessageForm
+
+    current = current_source()
+    assert current is not None  # noqa: S101 - source_required guarantees it
+    report_id, secret_key = current
+    form = MessageForm()
+    status = 200
+    if request.method == "POST":
+        if form.validate_on_submit():
+            sealed, spools = common.seal_form("message", "", form.body.data or "",
+                                              request.files.getlist("attachments"))
+            form.body.data = ""
+            with get_state().sessions.begin() as db:
+                add_message(db, report_id, sealed, spools, "server")
+            flash(_("Your message was encrypted and sent."))
+            return redirect(url_for("source.case"))
+        status = 400
+    return render_template("case.html", form=form, fingerprint=get_state().unit_key.fingerprint(),
+                           **case_view(report_id, secret_key)), status
+
+
+def case_view(report_id: str, secret_key: UnitSecretKey) -> dict[str, object]:
+    """What the source sees: status, dates, and the conversation with replies decrypted."""
+    with get_state().sessions() as db:
+        report = db.get(Report, report_id)
+        if report is None:
+            return {"report": None, "entries": []}
+        entries = []
+        for item in report.items:
+            entry: dict[str, object] = {"kind": item.kind, "date": item.created_on,
+                                        "attachments": len(item.attachments)}
+            if item.kind == "reply":
+                try:
+                    entry["body"] = open_envelope(read_blob(db, item.envelope_blob_id), secret_key).body
+                except CryptoError:
+                    # Shown, never skipped: the source must know a reply exists but failed.
+                    entry["error"] = True
+            entries.append(entry)
+        return {"report": report, "entries": entries}
+
+
+@bp.post("/api/v1/messages")
+@message_limits
+def api_message() -> ResponseReturnValue:
+    from flask import jsonify
+
+    current = current_source()
+    if current is None:
+        return jsonify(error="session", message=_(
+            "Your session has ended. Please enter your passphrase again.")), 401
+    sealed, attachments = common.read_sealed_upload("message")
+    with get_state().sessions.begin() as db:
+        add_message(db, current[0], sealed, attachments, "browser")
+    # Shown on the page the script reloads, as after the JavaScript-off post.
+    flash(_("Your message was encrypted and sent."))
+    return jsonify(ok=True, sealed_by="browser"), 201

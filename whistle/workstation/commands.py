@@ -1,0 +1,149 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""The workstation's commands: ``keygen``, ``fingerprint``, ``decrypt`` and ``reply``.
+
+They run on the offline machine that holds the unit's private key, so they import the shared core
+(whistle.core) and this package only: no Flask, no database, no server code
+(tests/test_workstation_install.py checks it, docs/workstation.md says how to install just this).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from whistle.core.crypto import UnitPublicKey, UnitSecretKey, WrongPassphraseError
+from whistle.core.errors import CommandError
+
+PASSPHRASE_ENV = "WHISTLE_KEY_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
+
+
+def read_key_passphrase(path: str | None, *, confirm: bool = False) -> str:
+    """From ``--passphrase-file``, else ``$WHISTLE_KEY_PASSPHRASE``, else the terminal."""
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(f"cannot read passphrase file: {exc}") from exc
+        phrase = text.rstrip("\r\n")
+    elif os.environ.get(PASSPHRASE_ENV):
+        phrase = os.environ[PASSPHRASE_ENV]
+    elif sys.stdin.isatty():
+        phrase = getpass.getpass("Key passphrase: ")
+        if confirm and getpass.getpass("Repeat passphrase: ") != phrase:
+            raise CommandError("the passphrases do not match")
+    else:
+        raise CommandError(f"no key passphrase: use --passphrase-file or set {PASSPHRASE_ENV}")
+    if not phrase:
+        raise CommandError("the key passphrase is empty")
+    return phrase
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    directory = Path(args.dir)
+    pub, sec = directory / "unit.pub", directory / "unit.key"
+    if (pub.exists() or sec.exists()) and not args.force:
+        raise CommandError(f"{directory} already holds a unit key; use --force to replace it")
+    phrase = read_key_passphrase(args.passphrase_file, confirm=True)
+    if len(phrase) < 12:
+        raise CommandError("choose a key passphrase of at least 12 characters")
+    from whistle.core.files import atomic_write
+
+    key = UnitSecretKey.generate()
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write(sec, key.to_encrypted_json(phrase).encode("utf-8"), mode=0o600)
+    atomic_write(pub, key.public_key.to_file_text().encode("ascii"), mode=0o644)
+    print(f"public key:  {pub}  (copy this one to the server's keys/ folder)")
+    print(f"private key: {sec}  (stays on this workstation, encrypted under your passphrase)")
+    print(f"fingerprint: {key.public_key.fingerprint()}")
+    return 0
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    print(UnitPublicKey.load(Path(args.key)).fingerprint())
+    return 0
+
+
+def load_keyring(key_files: list[str], passphrase_files: list[str] | None) -> list[UnitSecretKey]:
+    """Open the private keys given with ``--key``: one passphrase for all of them (one
+    ``--passphrase-file``, ``$WHISTLE_KEY_PASSPHRASE`` or the terminal), or one
+    ``--passphrase-file`` per ``--key``, in the same order."""
+    files = passphrase_files or []
+    if len(files) > 1 and len(files) != len(key_files):
+        raise CommandError("give one --passphrase-file for all keys, or one per --key in the same order")
+    shared = None if len(files) > 1 else read_key_passphrase(files[0] if files else None)
+    keys = []
+    for index, path in enumerate(key_files):
+        phrase = shared if shared is not None else read_key_passphrase(files[index])
+        try:
+            keys.append(UnitSecretKey.load_encrypted(Path(path), phrase))
+        except WrongPassphraseError as exc:
+            which = f" {path}" if len(key_files) > 1 else ""
+            raise CommandError(f"wrong passphrase for the private key{which}") from exc
+    return keys
+
+
+def cmd_decrypt(args: argparse.Namespace) -> int:
+    """Workstation: decrypt a bundle with one unit key, or several after a key rotation."""
+    from whistle.workstation.decrypt import BundleDecryptError, decrypt_bundle
+
+    keys = load_keyring(args.key, args.passphrase_file)
+    try:
+        summary = decrypt_bundle(Path(args.bundle), keys, Path(args.out), progress=_progress_printer())
+    except BundleDecryptError as exc:
+        raise CommandError(f"decryption failed, nothing written: {exc}") from exc
+    print(f"decrypted {summary.items} item(s) and {summary.attachments} attachment(s) into "
+          f"{len(summary.report_dirs)} report folder(s) under {args.out}")
+    for folder in summary.report_dirs:
+        print(f"  {folder}")
+    if len(keys) > 1:
+        # Tells the unit when an old key is no longer needed for new bundles (docs/deploy.md).
+        for path, key, count in zip(args.key, keys, summary.opened_by, strict=True):
+            print(f"key {path} ({key.public_key.fingerprint()}) opened {count} item(s)")
+    return 0
+
+
+def _progress_printer() -> Callable[[int, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+    last = [-1]
+
+    def show(done: int, total: int) -> None:
+        pct = 100 * done // total if total else 100
+        if pct != last[0]:
+            last[0] = pct
+            bar = "#" * (pct // 4)
+            end = "\n" if done >= total else ""
+            print(f"\r[{bar:<25}] {pct:3d}%  {done / 1e6:.1f}/{total / 1e6:.1f} MB", end=end,
+                  file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_reply(args: argparse.Namespace) -> int:
+    """Workstation: seal a reply to a report's source, from the bundle's manifest."""
+    from whistle.core.bundle import BundleReader
+    from whistle.core.replies import RepliesError, SealedReply, append_reply, seal_reply
+
+    try:
+        text = Path(args.text_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read the reply text: {exc}") from exc
+    with BundleReader(Path(args.bundle)) as bundle:
+        matches = [r for r in bundle.reports if r.id == args.report or
+                   (len(args.report) >= 8 and r.id.startswith(args.report))]
+    if len(matches) != 1:
+        raise CommandError(f"report {args.report!r} is {'ambiguous' if matches else 'not'} in this bundle")
+    report = matches[0]
+    recipient = UnitPublicKey.from_base64(report.source_public_key)
+    try:
+        count = append_reply(Path(args.out), SealedReply(report.id, recipient.encode(),
+                                                         seal_reply(text, recipient)))
+    except RepliesError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"reply to report {report.id} sealed to its source; {args.out} now holds {count} "
+          "repl" + ("y" if count == 1 else "ies") + ". Carry it to the server: whistle import-replies")
+    return 0
