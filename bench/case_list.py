@@ -67,7 +67,8 @@ def populate(engine: Any, n_reports: int, today: dt.date, seed: int = 1) -> dict
     """Bulk-insert the reports, items and tiny blobs (Core executemany, batches of 5,000)."""
     from sqlalchemy import insert
 
-    from whistle.server.models import OUTCOMES, Blob, BlobChunk, Item, Report
+    from whistle.core.enums import Outcome
+    from whistle.server.models import Blob, BlobChunk, Item, Report
 
     rnd = random.Random(seed)
     counts = {"reports": 0, "items": 0, "messages": 0, "replies": 0}
@@ -88,9 +89,9 @@ def populate(engine: Any, n_reports: int, today: dt.date, seed: int = 1) -> dict
                 report_id = rid(8)
                 reports.append({
                     "id": report_id, "received_on": received, "status": status,
-                    "outcome": rnd.choice(OUTCOMES) if status == "closed" else None,
+                    "outcome": rnd.choice([o.value for o in Outcome]) if status == "closed" else None,
                     "acknowledged_on": None if status == "received" else received,
-                    "updated_on": updated, "sealed_by": rnd.choice(("browser", "server")),
+                    "updated_on": updated, "channel": rnd.choice(("browser", "server-form")),
                     "login_hash": rnd.randbytes(32), "source_public_key": rnd.randbytes(32),
                 })
                 kinds = ["report"]
@@ -106,7 +107,7 @@ def populate(engine: Any, n_reports: int, today: dt.date, seed: int = 1) -> dict
                     items.append({
                         "id": rid(8), "report_id": report_id, "seq": seq, "kind": kind,
                         "created_on": received + dt.timedelta(days=min(age, seq - 1)),
-                        "sealed_by": "unit" if kind == "reply" else "browser",
+                        "channel": None if kind == "reply" else "browser",
                         "exported": kind == "report" or rnd.random() < 0.5,
                         "envelope_blob_id": blob_id,
                     })
@@ -165,7 +166,7 @@ def bare_select(engine: Any, reps: int) -> list[float]:
     from whistle.server.models import Report
 
     query = (select(Report.id, Report.received_on, Report.updated_on, Report.status,
-                    Report.outcome, Report.sealed_by)
+                    Report.outcome, Report.channel)
              .order_by(Report.received_on, Report.id).limit(50))
     times = []
     with engine.connect() as conn:

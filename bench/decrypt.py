@@ -82,9 +82,9 @@ def write_bundle(path: Path, n_files: int, file_size: int):  # type: ignore[no-u
         writer.add_member(name, encrypted_pieces(key, file_size, block))
         names.append(name)
     entry = BundleReport(id=report_id, received_on="2026-01-01", status="received",
-                         sealed_by="browser", source_public_key=b64encode(os.urandom(32)))
+                         channel="browser", source_public_key=b64encode(os.urandom(32)))
     entry.items.append(BundleItem(id=item_id, seq=1, kind="report", created_on="2026-01-01",
-                                  sealed_by="browser", envelope=envelope_member(item_id),
+                                  channel="browser", envelope=envelope_member(item_id),
                                   attachments=names))
     writer.add_report(entry)
     writer.close()

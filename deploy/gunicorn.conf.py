@@ -53,7 +53,7 @@ def _env_int(name: str, default: int, lo: int, hi: int) -> int:
 bind = [os.environ.get("WHISTLE_BIND", "").strip() or "127.0.0.1:8000"]
 
 # One process by default. A logged-in source's key is kept by the process that handled the login
-# (whistle/source_sessions.py), and so are the rate-limit counters, unless both live in Redis
+# (whistle/server/source_sessions.py), and so are the rate-limit counters, unless both live in Redis
 # (WHISTLE_RATELIMIT_STORAGE=redis://…). With two workers and no Redis the kernel hands each
 # connection to either one, and a source is sent back to the passphrase page within a click or
 # two (checked by hand: 25 of 30 case pages). So more than one worker requires Redis; note that
@@ -75,7 +75,7 @@ if _interface == "all":
           "(one gunicorn per interface; \"all\" is for `whistle demo` only)", file=sys.stderr)
     raise SystemExit(1)
 
-# whistle's own worker (whistle/worker.py): gunicorn's threads, but the main loop reads each request
+# whistle's own worker (whistle/server/worker.py): gunicorn's threads, but the main loop reads each request
 # head and each small body into memory under deadlines and a minimum rate before a thread sees it,
 # so slow clients cost a socket, never a thread. Attachments stream in a pool of their own.
 # docs/deploy.md says why this model and not another, with the measurements.

@@ -3,41 +3,39 @@
 
 Argon2 costs are lowered here, and only here, so the suite runs in seconds; production costs are
 the defaults in whistle.server.instance and whistle.core.crypto.
+
+Only fixtures live here; the helpers tests call by name are in support.py, which test files import
+(never this module).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import nacl.pwhash
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
+from support import (
+    FAST_MEM,
+    FAST_OPS,
+    KEY_PASSPHRASE,
+    TEST_POSTGRES,
+    TEST_REDIS,
+    Account,
+    Clock,
+    LiveServer,
+    Workstation,
+    free_port,
+    make_account,
+    postgres_database,
+    stop_process,
+)
 
 from whistle import create_app
 from whistle.core.crypto import UnitSecretKey
 from whistle.server.config import Config, load_config
 from whistle.server.instance import load_or_create_secrets
-
-KEY_PASSPHRASE = "correct horse battery staple"
-FAST_OPS = nacl.pwhash.argon2id.OPSLIMIT_MIN
-FAST_MEM = nacl.pwhash.argon2id.MEMLIMIT_MIN
-
-
-@dataclass
-class Workstation:
-    """The offline side of a test: the unit's secret key and its encrypted key file."""
-
-    secret_key: UnitSecretKey
-    key_file: Path
-    passphrase_file: Path
-    root: Path
 
 
 @pytest.fixture
@@ -52,41 +50,6 @@ def workstation(tmp_path: Path) -> Workstation:
     return Workstation(secret_key=key, key_file=key_file, passphrase_file=pass_file, root=root)
 
 
-# The second CI run points these at a real PostgreSQL and Redis (see .ci/services): every test
-# then gets a database of its own on that server, and Redis for limits and source sessions.
-TEST_POSTGRES = os.environ.get("WHISTLE_TEST_POSTGRES", "")
-TEST_REDIS = os.environ.get("WHISTLE_TEST_REDIS", "")
-
-
-@contextlib.contextmanager
-def postgres_database(prefix: str = "whistle_test_") -> Iterator[str]:
-    """A fresh, empty database on the test PostgreSQL server, dropped afterwards."""
-    import secrets
-
-    from sqlalchemy import create_engine, text
-
-    name = prefix + secrets.token_hex(6)
-    admin = create_engine(TEST_POSTGRES, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{TEST_POSTGRES.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    """Stop a server the test started: politely, then for sure."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture
 def database_url(tmp_path: Path) -> Iterator[str | None]:
     """None (SQLite in the data folder) or a fresh PostgreSQL database, dropped afterwards."""
@@ -95,10 +58,6 @@ def database_url(tmp_path: Path) -> Iterator[str | None]:
         return
     with postgres_database() as url:
         yield url
-
-
-def uses_sqlite(config: Config) -> bool:
-    return config.database_url.startswith("sqlite")
 
 
 @pytest.fixture
@@ -150,57 +109,6 @@ def runner(app: Flask) -> FlaskCliRunner:
     return app.test_cli_runner()
 
 
-def csrf_token(client: FlaskClient, path: str = "/submit") -> str:
-    """Load a page and read the CSRF token from its meta tag, as the page's script does."""
-    html = client.get(path).get_data(as_text=True)
-    match = re.search(r'<meta name="csrf-token" content="([^"]+)"', html)
-    assert match, "page carries no csrf-token meta tag"
-    return match.group(1)
-
-
-@dataclass
-class LiveServer:
-    """A real whistle server process on loopback, with its data, temp and log files."""
-
-    url: str
-    data_dir: Path
-    tmp_dir: Path
-    log_files: list[Path]
-    app_config: Config
-
-    def written_files(self) -> list[Path]:
-        """Every file the server could have written: data folder, its temp folder, its logs,
-        and with the real backends PostgreSQL's data directory (tables and WAL) and a dump of
-        every Redis value."""
-        return written_files([self.data_dir, self.tmp_dir], self.log_files, self.tmp_dir.parent)
-
-
-def written_files(roots: list[Path], extra: list[Path], scratch: Path) -> list[Path]:
-    found = [p for root in roots if root.exists() for p in root.rglob("*") if p.is_file()]
-    found += [p for p in extra if p.exists()]
-    pg_data = os.environ.get("WHISTLE_TEST_POSTGRES_DATA", "")
-    if TEST_POSTGRES and pg_data:
-        found += [p for p in Path(pg_data).rglob("*") if p.is_file()]
-    if TEST_REDIS:
-        import redis
-
-        client = redis.Redis.from_url(TEST_REDIS)
-        dump = scratch / "redis-values.bin"
-        with dump.open("wb") as fh:
-            for key in client.scan_iter(count=1000):
-                fh.write(key + b"\n" + (client.dump(key) or b"") + b"\n")
-        found.append(dump)
-    return found
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def live_server(environ: dict[str, str], config: Config, tmp_path: Path) -> Iterator[LiveServer]:
     import os
@@ -209,7 +117,7 @@ def live_server(environ: dict[str, str], config: Config, tmp_path: Path) -> Iter
     import time
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     tmp_dir = tmp_path / "server-tmp"
     tmp_dir.mkdir()
     logs = [tmp_path / "server.out", tmp_path / "server.err"]
@@ -251,19 +159,6 @@ def fast_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
                         PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
 
 
-@dataclass
-class Clock:
-    """A fake clock for TOTP checks: tests move it forward explicitly, so codes are deterministic."""
-
-    now: float
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """Replaces ``whistle.server.accounts.current_time``; starts one second into a 30-second TOTP step."""
@@ -276,41 +171,6 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return fake
 
 
-@dataclass
-class Account:
-    """A test investigator account and what its owner knows: password and TOTP secret."""
-
-    id: int
-    name: str
-    password: str
-    totp_secret: str
-    is_admin: bool
-    clock: Clock
-
-    def code(self) -> str:
-        """The code the authenticator app shows at the fake clock's time."""
-        import pyotp
-
-        return str(pyotp.TOTP(self.totp_secret).at(self.clock.now))
-
-    def next_code(self) -> str:
-        """A code no login has used yet: the fake clock first moves one TOTP step forward."""
-        self.clock.advance(30)
-        return self.code()
-
-
-def make_account(app: Flask, clock: Clock, name: str, *, is_admin: bool = False) -> Account:
-    """Create an account in the app's database, as ``whistle add-investigator`` would."""
-    from whistle.server.accounts import create_investigator, get_account
-
-    with app.extensions["whistle"].sessions() as db:
-        new = create_investigator(db, name, is_admin=is_admin)
-        db.commit()
-        ident = get_account(db, name).id
-    return Account(id=ident, name=new.name, password=new.password, totp_secret=new.totp_secret,
-                   is_admin=is_admin, clock=clock)
-
-
 @pytest.fixture
 def investigator(app: Flask, clock: Clock, fast_passwords: None) -> Account:
     """A non-admin investigator account named "alice"."""
@@ -321,29 +181,6 @@ def investigator(app: Flask, clock: Clock, fast_passwords: None) -> Account:
 def admin(app: Flask, clock: Clock, fast_passwords: None) -> Account:
     """An admin account named "root"."""
     return make_account(app, clock, "root", is_admin=True)
-
-
-def form_csrf_token(client: FlaskClient, path: str) -> str:
-    """Load a page and read the CSRF token from its form's hidden field."""
-    html = client.get(path).get_data(as_text=True)
-    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
-    assert match, f"{path} carries no csrf_token field"
-    return match.group(1)
-
-
-def login(client: FlaskClient, account: Account, *, password: str | None = None,
-          code: str | None = None, name: str | None = None):  # type: ignore[no-untyped-def]
-    """Log ``account`` in through the form with a fresh TOTP code; return the response."""
-    page = client.get("/investigator/login").get_data(as_text=True)
-    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
-    # Already logged in, the login page redirects; any page's token serves (one per session).
-    token = match.group(1) if match else csrf_token(client)
-    return client.post("/investigator/login", data={
-        "csrf_token": token,
-        "name": account.name if name is None else name,
-        "password": account.password if password is None else password,
-        "code": account.next_code() if code is None else code,
-    })
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pyotp
 import pytest
 from argon2 import PasswordHasher
-from conftest import Clock
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
+from support import Clock
 
 from whistle.core.passphrase import wordlist
 from whistle.server import accounts

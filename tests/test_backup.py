@@ -19,12 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import TEST_POSTGRES, Clock, Workstation, csrf_token, make_account, postgres_database
 from flask import Flask
-from helpers import export_and_decrypt, find_needles, post_form, report_folders
 from sqlalchemy import delete, select
-from test_followup import RECEIPT, reply
-from test_followup import login as source_login
+from support import (
+    RECEIPT,
+    TEST_POSTGRES,
+    Clock,
+    Workstation,
+    csrf_token,
+    export_and_decrypt,
+    find_needles,
+    make_account,
+    post_form,
+    postgres_database,
+    reply,
+    report_folders,
+    source_login,
+)
 
 from whistle import cli, create_app
 from whistle.server import audit

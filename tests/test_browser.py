@@ -15,16 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LiveServer, Workstation
-from helpers import find_needles, report_folders
 from sqlalchemy import select
+from support import LiveServer, Workstation, find_needles, report_folders
 
 from whistle.server.db import make_engine, make_sessionmaker
 from whistle.server.export import export_bundle
 from whistle.server.models import Report
 from whistle.workstation.decrypt import decrypt_bundle
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -110,10 +109,10 @@ def _export_and_decrypt(live_server: LiveServer, ws: Workstation, tmp_path: Path
     return report_folders(tmp_path / "out")
 
 
-def _sealed_by(live_server: LiveServer) -> list[str]:
+def _channels(live_server: LiveServer) -> list[str]:
     engine = make_engine(live_server.app_config.database_url)
     with make_sessionmaker(engine)() as session:
-        result = list(session.scalars(select(Report.sealed_by)))
+        result = list(session.scalars(select(Report.channel)))
     engine.dispose()
     return result
 
@@ -139,10 +138,10 @@ def test_browser_encrypts_report_and_unit_decrypts_it(
     has_wasm = driver.execute_script("return typeof WebAssembly") != "undefined"
     assert has_wasm == wasm
 
-    assert _sealed_by(live_server) == ["browser"]
+    assert _channels(live_server) == ["browser"]
     (folder,) = _export_and_decrypt(live_server, workstation, tmp_path)
     text = (folder / "report.txt").read_text(encoding="utf-8")
-    assert "Category: medication" in text and "Encrypted in: the browser" in text
+    assert "Category: medication" in text and "Channel: Browser (encrypted in the browser" in text
     assert f"No entregan insulina en la farmacia del hospital.\nSegunda línea. {canary['body']}" in text
     assert (folder / "attachments" / attach.name).read_bytes() == data
 
@@ -161,10 +160,10 @@ def test_browser_without_javascript_server_seals_report(
     attach, data = _file_to_attach(tmp_path, canary)
     phrase = _fill_and_send(driver, live_server, canary, attach, wait_for_js=False)
 
-    assert _sealed_by(live_server) == ["server"]
+    assert _channels(live_server) == ["server-form"]
     (folder,) = _export_and_decrypt(live_server, workstation, tmp_path)
     text = (folder / "report.txt").read_text(encoding="utf-8")
-    assert "Encrypted in: server memory" in text
+    assert "Channel: Form without JavaScript (encrypted in server memory" in text
     # The form path normalises CRLF to LF, as the browser's script does.
     assert f"No entregan insulina en la farmacia del hospital.\nSegunda línea. {canary['body']}" in text
     assert (folder / "attachments" / attach.name).read_bytes() == data
@@ -225,7 +224,7 @@ def test_browser_followup_roundtrip_reply_and_answer(
         from whistle.server.models import Item
 
         message = db.scalars(select(Item).where(Item.kind == "message")).one()
-        assert message.sealed_by == "browser"
+        assert message.channel == "browser"
     engine.dispose()
     out = tmp_path / "out2"
     bundle = tmp_path / "bundle2.zip"
@@ -241,3 +240,32 @@ def test_browser_followup_roundtrip_reply_and_answer(
     needles = {"reply": reply_canary.encode(), "answer": answer_canary.encode(),
                "passphrase": phrase.encode(), "User-Agent": canary["ua"].encode()}
     assert find_needles(live_server.written_files(), needles) == []
+
+
+def test_browser_page_scripts_take_api_addresses_from_the_page(
+    live_server: LiveServer, tmp_path: Path, canary: dict[str, str], driver_factory: list  # type: ignore[type-arg]
+) -> None:
+    """submit.js and pow.js know no route: the form's data- attributes (url_for) give them. A proof
+    of work fetched through the form's data-pow-url solves; without an address pow.js refuses
+    (the form then posts without one, as with JavaScript off) instead of guessing a path."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = make_driver(tmp_path, user_agent=canary["ua"])
+    driver_factory.append(driver)
+    driver.get(live_server.url + "/submit")
+    WebDriverWait(driver, 60).until(
+        lambda d: d.execute_script("return document.documentElement.dataset.whistleJs") == "ready")
+    urls = driver.execute_script(
+        "var f = document.getElementById('submit-form');"
+        "return [f.dataset.unitKeyUrl, f.dataset.uploadUrl, f.dataset.powUrl];")
+    assert urls == ["/api/v1/unit-key", "/api/v1/reports", "/api/v1/pow"]
+    driver.set_script_timeout(60)
+    token, refused = driver.execute_async_script(
+        "var done = arguments[arguments.length - 1];"
+        "var url = document.getElementById('submit-form').dataset.powUrl;"
+        "window.whistlePow.token('submit', url).then(function (t) {"
+        "  window.whistlePow.token('submit', '').then(function () { done([t, false]); },"
+        "                                          function () { done([t, true]); });"
+        "}, function (err) { done(['error: ' + err, false]); });")
+    assert token.count(".") == 1 and token.rsplit(".", 1)[1].isdigit(), token
+    assert refused

@@ -38,13 +38,13 @@ FINGERPRINT = "F39A 2CAD 5841 1CD4 9F57 7E50 86B8 031F"
 
 
 def _item(iid: str = ITEM_ID, seq: int = 0, attachments: int = 1, kind: str = "report") -> BundleItem:
-    return BundleItem(id=iid, seq=seq, kind=kind, created_on="2025-03-01", sealed_by="browser",
+    return BundleItem(id=iid, seq=seq, kind=kind, created_on="2025-03-01", channel="browser",
                       envelope=envelope_member(iid),
                       attachments=[attachment_member(iid, n) for n in range(attachments)])
 
 
 def _report(*items: BundleItem) -> BundleReport:
-    return BundleReport(id=REPORT_ID, received_on="2025-03-01", status="received", sealed_by="browser",
+    return BundleReport(id=REPORT_ID, received_on="2025-03-01", status="received", channel="browser",
                         source_public_key="A" * 43 + "=", items=list(items))
 
 
@@ -97,6 +97,55 @@ def _default_members() -> list[tuple[str, bytes]]:
 
 
 # --------------------------------------------------------------------------- writer + reader
+
+
+def test_bundle_manifest_writes_channel_and_legacy_sealed_by(tmp_path: Path) -> None:
+    """The manifest carries the channel, and the "sealed_by" that workstations older than the
+    channel require ("server" for any channel but the browser)."""
+    path = tmp_path / "export.zip"
+    writer = BundleWriter(path, created_on="2025-03-02", unit_fingerprint=FINGERPRINT)
+    writer.add_member(envelope_member(ITEM_ID), [b"e" * 1072])
+    item = BundleItem(id=ITEM_ID, seq=1, kind="report", created_on="2025-03-01",
+                      channel="server-form", envelope=envelope_member(ITEM_ID))
+    writer.add_report(BundleReport(id=REPORT_ID, received_on="2025-03-01", status="received",
+                                   channel="server-form", source_public_key="A" * 43 + "=",
+                                   items=[item]))
+    writer.close()
+    with zipfile.ZipFile(path) as zf:
+        doc = json.loads(zf.read("manifest.json"))
+    [report] = doc["reports"]
+    assert (report["channel"], report["sealed_by"]) == ("server-form", "server")
+    assert (report["items"][0]["channel"], report["items"][0]["sealed_by"]) == ("server-form", "server")
+    with BundleReader(path) as reader:
+        assert reader.reports[0].channel == "server-form"
+        assert reader.reports[0].items[0].channel == "server-form"
+
+
+@pytest.mark.parametrize(("sealed_by", "channel"), [("browser", "browser"), ("server", "server-form")])
+def test_bundle_reads_v1_sealed_by_as_channel(tmp_path: Path, sealed_by: str, channel: str) -> None:
+    """A bundle from a server before the channel (only "sealed_by") reads with the channel derived."""
+    item = {k: v for k, v in _item().__dict__.items() if k != "channel"}
+    item["sealed_by"] = sealed_by
+    doc = _manifest([item])
+    doc["reports"][0]["sealed_by"] = sealed_by  # type: ignore[index]
+    path = _hand_zip(tmp_path / "v1.zip", _default_members(), doc)
+    with BundleReader(path) as reader:
+        [report] = reader.reports
+        assert report.channel == channel and report.items[0].channel == channel
+
+
+@pytest.mark.parametrize("entry", [{"channel": "Browser\n"}, {"channel": 7}, {"channel": None},
+                                   {"sealed_by": "unit"}, {}])
+def test_bundle_refuses_bad_or_missing_channel(tmp_path: Path, entry: dict[str, object]) -> None:
+    """A channel that is not a short lower-case code (it is written into report.txt), or neither
+    field at all, is refused."""
+    doc = _manifest()
+    report = doc["reports"][0]  # type: ignore[index]
+    del report["sealed_by"]
+    report.update(entry)
+    path = _hand_zip(tmp_path / "bad.zip", _default_members(), doc)
+    with pytest.raises(BundleError, match="channel|sealed_by"):
+        BundleReader(path)
 
 
 def test_bundle_round_trip(tmp_path: Path) -> None:

@@ -11,15 +11,21 @@ canaries never made it in.
 
 from __future__ import annotations
 
-import http.cookiejar
 import re
 import secrets
-import urllib.request
 from pathlib import Path
 
-from conftest import LiveServer, Workstation
-from helpers import api_payload, find_needles, multipart, report_folders
 from sqlalchemy import select
+from support import (
+    Browser,
+    LiveServer,
+    Workstation,
+    api_payload,
+    csrf_from_html,
+    find_needles,
+    multipart,
+    report_folders,
+)
 
 from whistle.core.crypto import UnitPublicKey
 from whistle.core.replies import SealedReply, seal_reply
@@ -28,33 +34,6 @@ from whistle.server.db import make_engine, make_sessionmaker
 from whistle.server.export import export_bundle
 from whistle.server.models import Report
 from whistle.workstation.decrypt import decrypt_bundle
-
-
-class Browser:
-    """A cookie-keeping HTTP client that sends the canary User-Agent and a forwarded address."""
-
-    def __init__(self, base: str, user_agent: str, forwarded_for: str) -> None:
-        self.base = base
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-        self.headers = {"User-Agent": user_agent, "X-Forwarded-For": forwarded_for,
-                        "X-Real-IP": forwarded_for}
-
-    def request(self, path: str, data: bytes | None = None, headers: dict[str, str] | None = None
-                ) -> tuple[int, str]:
-        req = urllib.request.Request(self.base + path, data=data,  # noqa: S310 - loopback only
-                                     headers=self.headers | (headers or {}))
-        try:
-            with self.opener.open(req, timeout=30) as resp:
-                return resp.status, resp.read().decode("utf-8")
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode("utf-8")
-
-
-def _token(html: str) -> str:
-    match = re.search(r'<meta name="csrf-token" content="([^"]+)"', html)
-    assert match
-    return match.group(1)
 
 
 def test_canary_nothing_sensitive_at_rest(live_server: LiveServer, workstation: Workstation,
@@ -72,7 +51,7 @@ def test_canary_nothing_sensitive_at_rest(live_server: LiveServer, workstation: 
     status, html = browser.request("/submit")
     assert status == 200
     attachment = file_canary * 40_000  # ~850 KB
-    data, ctype = multipart([("csrf_token", _token(html)), ("category", "corruption"),
+    data, ctype = multipart([("csrf_token", csrf_from_html(html)), ("category", "corruption"),
                              ("body", f"Informe por formulario {body_canary}"),
                              ("attachments", (name_canary, "text/plain", attachment))])
     status, html = browser.request("/submit", data, {"Content-Type": ctype})
@@ -89,7 +68,7 @@ def test_canary_nothing_sensitive_at_rest(live_server: LiveServer, workstation: 
                for f in payload["attachment"]]  # type: ignore[union-attr]
     data, ctype = multipart(fields)
     status, text = browser.request("/api/v1/reports", data,
-                                   {"Content-Type": ctype, "X-CSRFToken": _token(html)})
+                                   {"Content-Type": ctype, "X-CSRFToken": csrf_from_html(html)})
     assert status == 201, text
     api_phrase = re.search(r'"passphrase":\s*"([^"]+)"', text).group(1)  # type: ignore[union-attr]
 
@@ -103,10 +82,10 @@ def test_canary_nothing_sensitive_at_rest(live_server: LiveServer, workstation: 
             import_replies(db, [SealedReply(report.id, report.source_public_key, sealed)], "alice")
     engine.dispose()
     status, html = browser.request("/followup")
-    data, ctype = multipart([("csrf_token", _token(html)), ("passphrase", form_phrase)])
+    data, ctype = multipart([("csrf_token", csrf_from_html(html)), ("passphrase", form_phrase)])
     status, html = browser.request("/followup", data, {"Content-Type": ctype})
     assert status == 200 and reply_canary in html, "the source could not read the reply"
-    data, ctype = multipart([("csrf_token", _token(html)), ("body", f"Mensaje {message_canary}"),
+    data, ctype = multipart([("csrf_token", csrf_from_html(html)), ("body", f"Mensaje {message_canary}"),
                              ("attachments", (name_canary, "text/plain", attachment))])
     status, html = browser.request("/case", data, {"Content-Type": ctype})
     assert status == 200 and "entry message" in html
@@ -151,7 +130,7 @@ def test_canary_no_plaintext_through_temporary_files(client, app, workstation: W
     temporary file is made a named, kept one in a watched folder while a form is posted."""
     import tempfile
 
-    from helpers import post_form
+    from support import post_form
 
     watched = tmp_path / "watched-tmp"
     watched.mkdir()

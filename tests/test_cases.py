@@ -12,6 +12,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from whistle.core.crypto import UnitPublicKey, UnitSecretKey
+from whistle.core.enums import Channel, ItemKind
 from whistle.core.replies import RepliesError, SealedReply, seal_reply
 from whistle.server.audit import verify
 from whistle.server.casework import (
@@ -33,18 +34,18 @@ def make_report(db: Session, received: dt.date, status: str = "received", *, rep
                 new_messages: int = 0) -> Report:
     key = UnitSecretKey.generate()
     report = Report(id=os.urandom(8).hex(), received_on=received, updated_on=received,
-                    status=status, sealed_by="browser", login_hash=os.urandom(32),
+                    status=status, channel=Channel.BROWSER.value, login_hash=os.urandom(32),
                     source_public_key=key.public_key.encode())
     db.add(report)
     db.flush()
-    add_item(db, report, seq=1, kind="report", sealed_envelope=b"\0" * 1072, attachments=(),
-             sealed_by="browser")
+    add_item(db, report, seq=1, kind=ItemKind.REPORT, sealed_envelope=b"\0" * 1072, attachments=(),
+             channel=Channel.BROWSER)
     for n in range(new_messages):
-        add_item(db, report, seq=2 + n, kind="message", sealed_envelope=b"\1" * 1072,
-                 attachments=(), sealed_by="server")
+        add_item(db, report, seq=2 + n, kind=ItemKind.MESSAGE, sealed_envelope=b"\1" * 1072,
+                 attachments=(), channel=Channel.SERVER_FORM)
     for n in range(replies):
-        add_item(db, report, seq=100 + n, kind="reply", sealed_envelope=b"\2" * 1072,
-                 attachments=(), sealed_by="unit")
+        add_item(db, report, seq=100 + n, kind=ItemKind.REPLY, sealed_envelope=b"\2" * 1072,
+                 attachments=(), channel=None)
     return report
 
 
@@ -185,7 +186,7 @@ def test_cases_counters_follow_add_item_export_and_replies(app: Flask, tmp_path)
     export_bundle(state.sessions, tmp_path / "one.zip", unit_fingerprint="test", report_ids=[rid])
     assert counters(rid) == (0, 0) and counters(oid) == (1, 1)
     with state.sessions.begin() as s:
-        add_message(s, rid, b"\3" * 1072, (), "browser")
+        add_message(s, rid, b"\3" * 1072, (), Channel.BROWSER)
     assert counters(rid) == (0, 1)
     export_bundle(state.sessions, tmp_path / "all.zip", unit_fingerprint="test", include_all=True)
     assert counters(rid) == (0, 0) and counters(oid) == (1, 0)

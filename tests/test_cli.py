@@ -12,10 +12,19 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from conftest import FAST_MEM, FAST_OPS, KEY_PASSPHRASE, Account, Clock, Workstation, login
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import post_form, report_folders
+from support import (
+    FAST_MEM,
+    FAST_OPS,
+    KEY_PASSPHRASE,
+    Account,
+    Clock,
+    Workstation,
+    investigator_login,
+    post_form,
+    report_folders,
+)
 
 from whistle import cli
 from whistle.core.crypto import UnitPublicKey, UnitSecretKey
@@ -149,19 +158,6 @@ def test_decrypt_damaged_bundle_one_line_exit_1_no_partial_output(
     assert not out.exists() or list(out.iterdir()) == [], "partial output left behind"
 
 
-def test_offline_commands_import_no_flask(workstation: Workstation, tmp_path: Path) -> None:
-    code = ("import sys; from whistle import cli; "
-            "rc = cli.main(['fingerprint', '--key', sys.argv[1]]); "
-            "import whistle.workstation.decrypt, whistle.core.bundle, whistle.core.crypto; "
-            "assert 'flask' not in sys.modules, 'flask imported'; sys.exit(rc)")
-    pub = tmp_path / "unit.pub"
-    pub.write_text(workstation.secret_key.public_key.to_file_text())
-    result = subprocess.run([sys.executable, "-c", code, str(pub)], capture_output=True, text=True,
-                            check=False)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == workstation.secret_key.public_key.fingerprint()
-
-
 def test_add_investigator_prints_credentials_and_account_logs_in(
     server_env: Config, app: Flask, clock: Clock, fast_passwords: None,
     capsys: pytest.CaptureFixture[str]
@@ -176,7 +172,7 @@ def test_add_investigator_prints_credentials_and_account_logs_in(
     account = Account(id=0, name="zoe", password=password.group(1), totp_secret=secret,
                       is_admin=True, clock=clock)
     client = app.test_client()
-    assert login(client, account).status_code == 303
+    assert investigator_login(client, account).status_code == 303
     assert client.get("/investigator/admin/accounts").status_code == 200
 
     assert cli.main(["add-investigator", "ZOE"]) == 1

@@ -30,9 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import Workstation, _free_port
-from helpers import api_payload, multipart, report_folders, start_gunicorn, wait_until_serving
 from sqlalchemy import text
+from support import (
+    Workstation,
+    api_payload,
+    free_port,
+    multipart,
+    report_folders,
+    start_gunicorn,
+    wait_until_serving,
+)
 
 from whistle.server.config import Config
 from whistle.server.db import make_engine, make_sessionmaker
@@ -181,7 +188,7 @@ class Server:
         self.port = 0
 
     def start(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         with self.log.open("ab") as log:
             self.proc = start_gunicorn(self.environ, bind=f"127.0.0.1:{self.port}",
                                        tmp_dir=self.tmp_dir, stdout=log, stderr=log,
@@ -205,6 +212,7 @@ def _named_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*")) if folder.exists() else []
 
 
+@pytest.mark.slow
 def test_sigkill_mid_upload_loses_nothing_receipted_and_leaves_no_debris(
         environ: dict[str, str], config: Config, workstation: Workstation, tmp_path: Path) -> None:
     unit_key = workstation.secret_key.public_key

@@ -18,11 +18,11 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from conftest import FAST_MEM, FAST_OPS, KEY_PASSPHRASE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl import bindings as sodium
 from nacl.public import SealedBox
+from support import FAST_MEM, FAST_OPS, KEY_PASSPHRASE
 
 from whistle.core import crypto
 from whistle.core.crypto import (

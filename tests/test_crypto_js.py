@@ -202,6 +202,8 @@ def test_attachment_stream_rejects_tampering(vectors: dict[str, Any]) -> None:
 
 
 # --- the JavaScript itself, when node is there -------------------------------------------------
+# Each of these starts node (twice: with and without WebAssembly), so they are marked slow; the
+# stored vectors above keep checking the same bytes in the quick inner loop.
 
 
 @pytest.fixture(scope="module", params=["wasm", "no-wasm"])
@@ -218,6 +220,7 @@ def js_check(request: pytest.FixtureRequest) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.slow
 def test_js_envelopes_are_padded_and_ordered(js_check: dict[str, Any]) -> None:
     for name, encoded in js_check["envelopes"].items():
         raw = b64d(encoded)
@@ -230,6 +233,7 @@ def test_js_envelopes_are_padded_and_ordered(js_check: dict[str, Any]) -> None:
         assert python_envelope(obj) == raw, name
 
 
+@pytest.mark.slow
 def test_js_envelope_body_is_nfc_and_well_formed(js_check: dict[str, Any]) -> None:
     obj = json.loads(b64d(js_check["envelopes"]["report"]).decode("utf-8"))
     assert obj["body"] == unicodedata.normalize("NFC", obj["body"])
@@ -239,6 +243,7 @@ def test_js_envelope_body_is_nfc_and_well_formed(js_check: dict[str, Any]) -> No
     ] == ATTACHMENT_KEYS
 
 
+@pytest.mark.slow
 def test_js_envelope_pads_only_when_needed(js_check: dict[str, Any]) -> None:
     exact = b64d(js_check["envelopes"]["reply_exact"])
     assert len(exact) == 1024
@@ -246,6 +251,7 @@ def test_js_envelope_pads_only_when_needed(js_check: dict[str, Any]) -> None:
     assert len(b64d(js_check["envelopes"]["reply_over"])) == 2048
 
 
+@pytest.mark.slow
 def test_js_message_envelope_has_empty_category(js_check: dict[str, Any]) -> None:
     obj = json.loads(b64d(js_check["envelopes"]["message"]).decode("utf-8"))
     assert obj["kind"] == "message"
@@ -253,17 +259,20 @@ def test_js_message_envelope_has_empty_category(js_check: dict[str, Any]) -> Non
     assert obj["attachments"] == []
 
 
+@pytest.mark.slow
 def test_js_fingerprint_matches_python(js_check: dict[str, Any]) -> None:
     fp = js_check["fingerprint"]
     assert fp["fingerprint"] == python_fingerprint(b64d(fp["public_key"]))
 
 
+@pytest.mark.slow
 def test_js_sealed_envelope_opens_with_pynacl(js_check: dict[str, Any]) -> None:
     sealed = js_check["sealed"]
     box = nacl.public.SealedBox(nacl.public.PrivateKey(b64d(sealed["secret_key"])))
     assert box.decrypt(b64d(sealed["sealed"])) == b64d(js_check["envelopes"]["report"])
 
 
+@pytest.mark.slow
 def test_js_stream_lengths_follow_protocol(js_check: dict[str, Any]) -> None:
     sizes = {int(size): s["ciphertext_length"] for size, s in js_check["streams"].items()}
     assert set(sizes) == {0, 1, 65535, 65536, 65537, 131072, 140000}
@@ -271,6 +280,7 @@ def test_js_stream_lengths_follow_protocol(js_check: dict[str, Any]) -> None:
         assert length == expected_stream_length(size), size
 
 
+@pytest.mark.slow
 def test_js_stream_decrypts_with_pynacl(js_check: dict[str, Any]) -> None:
     small = js_check["small_stream"]
     plaintext, tags = decrypt_stream(b64d(small["ciphertext"]), b64d(small["key"]))

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import stop_process
+from support import stop_process
 
 from whistle.server.onion import ClientAuthKey
 

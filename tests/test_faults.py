@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 import redis.exceptions
 import sqlalchemy.exc
-from conftest import _free_port, csrf_token
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import api_payload, post_api, post_form
 from limits.errors import StorageError
 from sqlalchemy import event, func, select
+from support import api_payload, csrf_token, free_port, post_api, post_form
 from werkzeug.exceptions import InternalServerError
 
 from whistle import create_app
@@ -112,7 +111,7 @@ def test_faults_database_lost_mid_transaction_stores_nothing(app: Flask) -> None
 @pytest.fixture
 def redis_down_app(environ: dict[str, str], tmp_path: Path) -> Iterator[Flask]:
     """An app whose limiter and source sessions use Redis on a loopback port nobody listens on."""
-    env = dict(environ, WHISTLE_RATELIMIT_STORAGE=f"redis://127.0.0.1:{_free_port()}/0")
+    env = dict(environ, WHISTLE_RATELIMIT_STORAGE=f"redis://127.0.0.1:{free_port()}/0")
     cfg = load_config(env, cwd=tmp_path)
     load_or_create_secrets(cfg, time_cost=1, memory_cost_kib=8)
     application = create_app(cfg)  # starts: nothing at start-up talks to Redis

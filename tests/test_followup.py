@@ -5,52 +5,35 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import time
 from pathlib import Path
 
 import pytest
-from conftest import Workstation, csrf_token
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import api_payload, export_and_decrypt, post_form, report_folders
 from sqlalchemy import select
+from support import (
+    Workstation,
+    api_payload,
+    csrf_token,
+    export_and_decrypt,
+    file_report,
+    reply,
+    report_folders,
+    source_login,
+    the_report,
+)
 
 from whistle.core.crypto import UnitPublicKey
-from whistle.core.replies import SealedReply, seal_reply
-from whistle.server.casework import import_replies, set_status
+from whistle.core.replies import seal_reply
+from whistle.server.casework import set_status
 from whistle.server.models import Item, Report
-
-RECEIPT = re.compile(r'<code id="receipt-passphrase">([^<]+)</code>')
-
-
-def file_report(client: FlaskClient, body: str = "Informe inicial") -> str:
-    resp = post_form(client, body, [])
-    assert resp.status_code == 200
-    return RECEIPT.search(resp.get_data(as_text=True)).group(1)  # type: ignore[union-attr]
-
-
-def login(client: FlaskClient, phrase: str):  # type: ignore[no-untyped-def]
-    return client.post("/followup", data={"csrf_token": csrf_token(client, "/followup"),
-                                          "passphrase": phrase})
-
-
-def the_report(app: Flask) -> Report:
-    with app.extensions["whistle"].sessions() as db:
-        return db.scalars(select(Report)).one()
-
-
-def reply(app: Flask, text: str) -> None:
-    report = the_report(app)
-    sealed = seal_reply(text, UnitPublicKey(report.source_public_key))
-    with app.extensions["whistle"].sessions.begin() as db:
-        import_replies(db, [SealedReply(report.id, report.source_public_key, sealed)], "tester")
 
 
 def test_followup_login_shows_status_dates_and_reply(client: FlaskClient, app: Flask) -> None:
     phrase = file_report(client)
     reply(app, "Gracias. Hemos abierto una investigación. ¿Puede indicar la fecha?")
-    resp = login(client, phrase)
+    resp = source_login(client, phrase)
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/case")
     html = client.get("/case").get_data(as_text=True)
     assert "Hemos abierto una investigación. ¿Puede indicar la fecha?" in html
@@ -61,13 +44,13 @@ def test_followup_login_shows_status_dates_and_reply(client: FlaskClient, app: F
 def test_followup_normalised_passphrase_logs_in(client: FlaskClient) -> None:
     phrase = file_report(client)
     messy = "  " + phrase.upper().replace(" ", " ,  ") + "\n"
-    assert login(client, messy).status_code == 302
+    assert source_login(client, messy).status_code == 302
 
 
 @pytest.mark.parametrize("wrong", ["", "uno dos tres cuatro cinco seis siete", "x" * 400])
 def test_followup_wrong_passphrase_generic_message(client: FlaskClient, wrong: str) -> None:
     file_report(client)
-    resp = login(client, wrong)
+    resp = source_login(client, wrong)
     assert resp.status_code == 400
     assert client.get("/case").status_code == 302, "a wrong passphrase opened a session"
 
@@ -86,15 +69,15 @@ def test_followup_wrong_and_right_take_same_work(client: FlaskClient, app: Flask
         return original(typed, params)
 
     monkeypatch.setattr(passphrase, "derive", counting)
-    login(client, "palabra " * 7)
+    source_login(client, "palabra " * 7)
     wrong_calls = len(calls)
-    login(client, phrase)
+    source_login(client, phrase)
     assert wrong_calls == 1 and len(calls) == 2
 
 
 def test_followup_passphrase_never_in_cookie_or_page(client: FlaskClient) -> None:
     phrase = file_report(client)
-    resp = login(client, phrase)
+    resp = source_login(client, phrase)
     cookies = " ".join(resp.headers.getlist("Set-Cookie"))
     page = client.get("/case").get_data(as_text=True)
     for word in phrase.split():
@@ -105,7 +88,7 @@ def test_followup_passphrase_never_in_cookie_or_page(client: FlaskClient) -> Non
 def test_followup_message_form_reaches_unit(client: FlaskClient, app: Flask, workstation: Workstation,
                                             tmp_path: Path) -> None:
     phrase = file_report(client, "Primer informe")
-    login(client, phrase)
+    source_login(client, phrase)
     data = os.urandom(70_000)
     resp = client.post("/case", data={"csrf_token": csrf_token(client, "/case"),
                                       "body": "Dato adicional: fue el 3 de marzo",
@@ -123,7 +106,7 @@ def test_followup_message_form_reaches_unit(client: FlaskClient, app: Flask, wor
 def test_followup_api_message_sealed_in_browser(client: FlaskClient, app: Flask,
                                                 workstation: Workstation, tmp_path: Path) -> None:
     phrase = file_report(client)
-    login(client, phrase)
+    source_login(client, phrase)
     from whistle.core.crypto import Envelope, seal_envelope
 
     sealed = seal_envelope(Envelope(kind="message", body="Mensaje cifrado en el navegador"),
@@ -134,7 +117,7 @@ def test_followup_api_message_sealed_in_browser(client: FlaskClient, app: Flask,
     assert resp.status_code == 201, resp.get_data(as_text=True)
     with app.extensions["whistle"].sessions() as db:
         item = db.scalars(select(Item).where(Item.kind == "message")).one()
-        assert item.sealed_by == "browser" and item.seq == 2
+        assert item.channel == "browser" and item.seq == 2
     out = export_and_decrypt(app, workstation, tmp_path)
     assert "Mensaje cifrado en el navegador" in (report_folders(out)[0] / "message-002.txt").read_text()
 
@@ -149,7 +132,7 @@ def test_followup_api_message_needs_session(client: FlaskClient, workstation: Wo
 
 def test_followup_logout_makes_cookie_worthless(client: FlaskClient) -> None:
     phrase = file_report(client)
-    login(client, phrase)
+    source_login(client, phrase)
     with client.session_transaction() as sess:
         token = sess["source_token"]
     client.post("/logout", data={"csrf_token": csrf_token(client, "/case")})
@@ -163,7 +146,7 @@ def test_followup_idle_session_expires(client: FlaskClient, app: Flask,
     from whistle.server.source_sessions import EXPIRY_BUCKET_SECONDS, IDLE_SECONDS, RedisSourceSessionStore
 
     phrase = file_report(client)
-    login(client, phrase)
+    source_login(client, phrase)
     assert client.get("/case").status_code == 200
     store = app.extensions["whistle"].source_sessions
     if isinstance(store, RedisSourceSessionStore):
@@ -190,7 +173,7 @@ def test_followup_status_and_outcome_visible_to_source(client: FlaskClient, app:
     phrase = file_report(client)
     with app.extensions["whistle"].sessions.begin() as db:
         set_status(db, the_report(app).id, "closed", "referred", "tester")
-    login(client, phrase)
+    source_login(client, phrase)
     html = client.get("/case?lang=en").get_data(as_text=True)
     assert "Closed" in html and "Referred to the competent authority" in html
 
@@ -202,10 +185,11 @@ def test_followup_reply_that_fails_to_open_is_shown_as_error(client: FlaskClient
     sealed = seal_reply("no para usted", other)
     with app.extensions["whistle"].sessions.begin() as db:
         # Bypasses the import checks on purpose: what if a bad reply got in anyway?
+        from whistle.core.enums import ItemKind
         from whistle.server.intake import add_item
 
-        add_item(db, db.get(Report, report.id), seq=2, kind="reply", sealed_envelope=sealed, attachments=(),
-                 sealed_by="unit")
-    login(client, phrase)
+        add_item(db, db.get(Report, report.id), seq=2, kind=ItemKind.REPLY, sealed_envelope=sealed,
+                 attachments=(), channel=None)
+    source_login(client, phrase)
     html = client.get("/case?lang=en").get_data(as_text=True)
     assert "could not be decrypted" in html

@@ -19,9 +19,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import LiveServer, Workstation, _free_port, stop_process
-from helpers import GUNICORN_CONF, REPO, find_needles, multipart, start_gunicorn, wait_until_serving
-from test_canary import Browser, _token
+from support import (
+    GUNICORN_CONF,
+    REPO,
+    Browser,
+    LiveServer,
+    Workstation,
+    csrf_from_html,
+    find_needles,
+    free_port,
+    multipart,
+    start_gunicorn,
+    stop_process,
+    wait_until_serving,
+)
 
 from whistle.server.config import Config
 
@@ -65,7 +76,7 @@ def test_gunicorn_serves_without_banner_address_or_access_log(
     from whistle.server.db import make_engine, make_sessionmaker
     from whistle.server.models import Report
 
-    port = _free_port()
+    port = free_port()
     tmp_dir = tmp_path / "server-tmp"
     tmp_dir.mkdir()
     logs = [tmp_path / "gunicorn.out", tmp_path / "gunicorn.err"]
@@ -82,7 +93,7 @@ def test_gunicorn_serves_without_banner_address_or_access_log(
         browser = Browser(url, ua_canary, ip_canary)
         status, html = browser.request("/submit")
         assert status == 200
-        data, ctype = multipart([("csrf_token", _token(html)), ("category", "corruption"),
+        data, ctype = multipart([("csrf_token", csrf_from_html(html)), ("category", "corruption"),
                                  ("body", f"Informe {body_canary}"),
                                  ("attachments", ("nota.txt", "text/plain", body_canary.encode() * 100))])
         # X-Forwarded-Proto comes from 127.0.0.1, like every visitor behind Tor. If gunicorn trusted
@@ -161,7 +172,7 @@ def test_gunicorn_refuses_to_start(case: str, environ: dict[str, str], config: C
         env.pop("WHISTLE_RATELIMIT_STORAGE", None)
         extra["WHISTLE_WORKERS"] = "2"
         expected = "WHISTLE_RATELIMIT_STORAGE"
-    port = _free_port()
+    port = free_port()
     out, err = tmp_path / "gunicorn.out", tmp_path / "gunicorn.err"
     with out.open("wb") as fo, err.open("wb") as fe:
         proc = start_gunicorn(env, bind=f"127.0.0.1:{port}", tmp_dir=tmp_path, stdout=fo, stderr=fe,

@@ -52,12 +52,12 @@ from pathlib import Path
 
 import nacl.pwhash
 import pytest
-from conftest import Account, LiveServer, csrf_token, login
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
+from support import Account, LiveServer, csrf_token, investigator_login
 
 from whistle.core.bundle import MANIFEST, BundleError, BundleReader, attachment_member, envelope_member
 from whistle.core.crypto import (
@@ -263,12 +263,13 @@ def _bundle_item(iid: st.SearchStrategy[str]) -> st.SearchStrategy[dict[str, obj
 
     good = st.builds(build, iid, st.integers(0, 2))
     tree = _json_tree(
-        ["id", "seq", "kind", "created_on", "sealed_by", "envelope", "attachments"],
+        ["id", "seq", "kind", "created_on", "sealed_by", "channel", "envelope", "attachments"],
         [envelope_member(_ITEM_IDS[0]), "report", "message", "2025-03-01", 0],
     )
     mutated = st.tuples(
         good,
-        st.sampled_from(["id", "seq", "kind", "created_on", "sealed_by", "envelope", "attachments"]),
+        st.sampled_from(["id", "seq", "kind", "created_on", "sealed_by", "channel", "envelope",
+                         "attachments"]),
         tree,
     ).map(lambda t: {**t[0], t[1]: t[2]})
     return good | mutated
@@ -290,7 +291,10 @@ _BUNDLE_MANIFEST = st.fixed_dictionaries(
                     "source_public_key": st.just(B64_32),
                     "items": st.lists(_bundle_item(st.sampled_from(_ITEM_IDS) | _HEXES), max_size=3)
                     | _json_atoms([]),
-                }
+                },
+                # The channel that replaced sealed_by: well-formed, unknown, hostile or absent.
+                optional={"channel": st.sampled_from(["browser", "server-form", "whatsapp",
+                                                      "Browser\n", "", None, 7])},
             ),
             max_size=2,
         )
@@ -1234,7 +1238,7 @@ class Fuzzer:
 
 
 def _identities(app: Flask, investigator: Account, admin: Account) -> list[Identity]:
-    from helpers import post_form
+    from support import post_form
 
     anon = app.test_client()
     csrf_token(anon)
@@ -1247,9 +1251,9 @@ def _identities(app: Flask, investigator: Account, admin: Account) -> list[Ident
     )
     assert resp.status_code == 302, "source login failed"
     inv = app.test_client()
-    assert login(inv, investigator).status_code == 303
+    assert investigator_login(inv, investigator).status_code == 303
     adm = app.test_client()
-    assert login(adm, admin).status_code == 303
+    assert investigator_login(adm, admin).status_code == 303
     # Tokens are read after the logins: a login starts a fresh session.
     return [
         Identity(name, client, csrf_token(client))
@@ -1257,6 +1261,7 @@ def _identities(app: Flask, investigator: Account, admin: Account) -> list[Ident
     ]
 
 
+@pytest.mark.slow
 def test_route_fuzzer_never_5xx_and_stores_nothing(
     app: Flask, investigator: Account, admin: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1475,10 +1480,9 @@ def gunicorn_server(
     worker's process id."""
     import signal
 
-    from conftest import _free_port
-    from helpers import start_gunicorn, wait_until_serving
+    from support import free_port, start_gunicorn, wait_until_serving
 
-    port = _free_port()
+    port = free_port()
     tmp_dir = tmp_path / "gunicorn-tmp"
     tmp_dir.mkdir()
     logs = [tmp_path / "gunicorn.out", tmp_path / "gunicorn.err"]

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Workstation
+from support import Workstation
 
 from whistle import create_app
 from whistle.server.config import load_config

@@ -8,10 +8,10 @@ import re
 import time
 
 import pytest
-from conftest import Account, Clock, csrf_token, form_csrf_token, login, make_account
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
+from support import Account, Clock, csrf_token, form_csrf_token, investigator_login, make_account
 from werkzeug.routing import IntegerConverter
 
 from whistle.server import accounts
@@ -64,7 +64,7 @@ def test_login_page_shows_form_without_inline_script(client: FlaskClient) -> Non
 def test_login_success_redirects_to_case_list_and_audits(
     client: FlaskClient, app: Flask, investigator: Account
 ) -> None:
-    resp = login(client, investigator)
+    resp = investigator_login(client, investigator)
     assert resp.status_code == 303 and resp.location.endswith("/investigator/")
     with client.session_transaction() as sess:
         assert sess[SESSION_ID] == investigator.id and sess[SESSION_VERSION] == 1
@@ -78,7 +78,7 @@ def test_login_keeps_language_and_drops_other_session_keys(
     english(client)
     with client.session_transaction() as sess:
         sess["planted"] = "x"
-    login(client, investigator)
+    investigator_login(client, investigator)
     with client.session_transaction() as sess:
         assert sess["lang"] == "en" and "planted" not in sess
 
@@ -96,7 +96,7 @@ def test_login_failure_generic_error_no_session(
               "unknown": {"name": "nobody"}, "disabled": {}}[case]
     if case == "code" and investigator.next_code() == "000000":
         kwargs = {"code": "111111"}
-    resp = login(client, investigator, **kwargs)
+    resp = investigator_login(client, investigator, **kwargs)
     assert resp.status_code == 200
     assert GENERIC_ERROR in resp.get_data(as_text=True)
     with client.session_transaction() as sess:
@@ -129,7 +129,7 @@ def test_login_redirects_to_safe_next_only(client: FlaskClient, admin: Account) 
 def test_logout_clears_session_and_voids_copied_cookie(
     client: FlaskClient, app: Flask, admin: Account
 ) -> None:
-    login(client, admin)
+    investigator_login(client, admin)
     assert client.get(ACCOUNTS).status_code == 200
     copied = client.get_cookie("whistle")
     assert copied is not None
@@ -167,7 +167,7 @@ def test_login_busy_hash_slots_answer_503_within_bound(
         for _ in holders:
             assert inside.acquire(timeout=10), "a holder never got its slot"
         started = time.monotonic()
-        resp = login(client, investigator)
+        resp = investigator_login(client, investigator)
         elapsed = time.monotonic() - started
     finally:
         release.set()
@@ -177,7 +177,7 @@ def test_login_busy_hash_slots_answer_503_within_bound(
     assert "El servidor está ocupado" in resp.get_data(as_text=True)
     assert 0.3 <= elapsed < 3
     assert audit_rows(client.application) == []  # neither a login nor a failure
-    assert login(client, investigator).status_code == 303
+    assert investigator_login(client, investigator).status_code == 303
 
 
 @pytest.mark.parametrize("name", ["alice", "nobody"])
@@ -186,14 +186,14 @@ def test_login_throttles_sixth_failure_per_name(
 ) -> None:
     english(client)
     for _ in range(5):
-        resp = login(client, investigator, name=name, password="wrong")
+        resp = investigator_login(client, investigator, name=name, password="wrong")
         assert resp.status_code == 200
-    resp = login(client, investigator, name=name.upper(), password="wrong")
+    resp = investigator_login(client, investigator, name=name.upper(), password="wrong")
     assert resp.status_code == 429
     assert int(resp.headers["Retry-After"]) > 0
     assert "Too many login attempts" in resp.get_data(as_text=True)
     if name == "alice":  # now even the right password waits
-        assert login(client, investigator).status_code == 429
+        assert investigator_login(client, investigator).status_code == 429
 
 
 def test_login_throttle_does_not_spill_to_other_names(
@@ -201,17 +201,17 @@ def test_login_throttle_does_not_spill_to_other_names(
 ) -> None:
     bob = make_account(app, clock, "bob")
     for _ in range(6):
-        login(client, investigator, password="wrong")
-    assert login(client, investigator).status_code == 429
-    assert login(client, bob, password="wrong").status_code == 200
-    assert login(client, bob).status_code == 303
+        investigator_login(client, investigator, password="wrong")
+    assert investigator_login(client, investigator).status_code == 429
+    assert investigator_login(client, bob, password="wrong").status_code == 200
+    assert investigator_login(client, bob).status_code == 303
 
 
 def test_login_successes_do_not_count_toward_throttle(
     client: FlaskClient, investigator: Account
 ) -> None:
     for _ in range(7):
-        assert login(client, investigator).status_code == 303
+        assert investigator_login(client, investigator).status_code == 303
         client.post("/investigator/logout", data={"csrf_token": csrf_token(client)})
 
 
@@ -222,7 +222,7 @@ def test_login_successes_do_not_count_toward_throttle(
 def test_session_expires_when_idle_or_too_old(
     client: FlaskClient, admin: Account, key: str, minutes_ago: int
 ) -> None:
-    login(client, admin)
+    investigator_login(client, admin)
     with client.session_transaction() as sess:
         sess[SESSION_SEEN] = now_minutes() - 29
         sess[SESSION_LOGIN] = now_minutes() - 12 * 60 + 1
@@ -239,7 +239,7 @@ def test_session_expires_when_idle_or_too_old(
 def test_session_voided_when_account_disabled(
     client: FlaskClient, app: Flask, admin: Account
 ) -> None:
-    login(client, admin)
+    investigator_login(client, admin)
     assert client.get(ACCOUNTS).status_code == 200
     with app.extensions["whistle"].sessions() as db:
         accounts.set_disabled(accounts.get_account(db, admin.name), True)
@@ -250,7 +250,7 @@ def test_session_voided_when_account_disabled(
 
 def test_session_with_source_token_is_not_an_investigator(client: FlaskClient, admin: Account
                                                           ) -> None:
-    login(client, admin)
+    investigator_login(client, admin)
     with client.session_transaction() as sess:
         sess[SOURCE_TOKEN] = "some-source-token"
     assert is_login_redirect(client.get(ACCOUNTS))
@@ -263,14 +263,14 @@ def test_admin_pages_refuse_non_admin_and_anonymous(
     client: FlaskClient, investigator: Account
 ) -> None:
     assert is_login_redirect(client.get(ACCOUNTS))
-    login(client, investigator)
+    investigator_login(client, investigator)
     assert client.get(ACCOUNTS).status_code == 403
     assert client.get(ACCOUNTS + "/new").status_code == 403
 
 
 def test_admin_accounts_list_shows_accounts(client: FlaskClient, admin: Account,
                                             investigator: Account) -> None:
-    login(english(client), admin)
+    investigator_login(english(client), admin)
     html = client.get(ACCOUNTS).get_data(as_text=True)
     assert "alice" in html and "root" in html and "Administrator" in html
     assert f"/admin/accounts/{admin.id}/disable" not in html  # no button to disable oneself
@@ -280,7 +280,7 @@ def test_admin_accounts_list_shows_accounts(client: FlaskClient, admin: Account,
 def test_admin_add_account_shows_password_and_inline_svg_once(
     client: FlaskClient, app: Flask, admin: Account, clock: Clock
 ) -> None:
-    login(client, admin)
+    investigator_login(client, admin)
     resp = client.post(ACCOUNTS + "/new", data={"csrf_token": csrf_token(client), "name": "Nina"})
     html = resp.get_data(as_text=True)
     assert resp.status_code == 200
@@ -296,13 +296,13 @@ def test_admin_add_account_shows_password_and_inline_svg_once(
         assert password.group(1) not in stored.password_hash
     nina = Account(id=stored.id, name="nina", password=password.group(1),
                    totp_secret=secret.group(1), is_admin=False, clock=clock)
-    assert login(app.test_client(), nina).status_code == 303
+    assert investigator_login(app.test_client(), nina).status_code == 303
 
 
 @pytest.mark.parametrize("name", ["bad name", "ROOT"])
 def test_admin_add_account_rejects_bad_or_taken_name(client: FlaskClient, app: Flask,
                                                      admin: Account, name: str) -> None:
-    login(client, admin)
+    investigator_login(client, admin)
     resp = client.post(ACCOUNTS + "/new", data={"csrf_token": csrf_token(client), "name": name})
     assert resp.status_code == 400 and 'role="alert"' in resp.get_data(as_text=True)
     with app.extensions["whistle"].sessions() as db:
@@ -310,7 +310,7 @@ def test_admin_add_account_rejects_bad_or_taken_name(client: FlaskClient, app: F
 
 
 def test_admin_cannot_disable_self(client: FlaskClient, app: Flask, admin: Account) -> None:
-    login(client, admin)
+    investigator_login(client, admin)
     resp = client.post(f"{ACCOUNTS}/{admin.id}/disable", data={"csrf_token": csrf_token(client)})
     assert resp.status_code == 303
     with app.extensions["whistle"].sessions() as db:
@@ -322,17 +322,17 @@ def test_admin_disable_voids_sessions_and_enable_restores_login(
     client: FlaskClient, app: Flask, admin: Account, investigator: Account
 ) -> None:
     alice = app.test_client()
-    login(alice, investigator)
+    investigator_login(alice, investigator)
     assert alice.get(ACCOUNTS).status_code == 403  # logged in, not an admin
-    login(client, admin)
+    investigator_login(client, admin)
     token = csrf_token(client)
     assert client.post(f"{ACCOUNTS}/{investigator.id}/disable",
                        data={"csrf_token": token}).status_code == 303
     assert is_login_redirect(alice.get(ACCOUNTS)), "the disabled account's session survived"
-    assert login(alice, investigator).status_code == 200
+    assert investigator_login(alice, investigator).status_code == 200
     assert client.post(f"{ACCOUNTS}/{investigator.id}/enable",
                        data={"csrf_token": token}).status_code == 303
-    assert login(alice, investigator).status_code == 303
+    assert investigator_login(alice, investigator).status_code == 303
     actions = [(a, b, c) for a, b, c in audit_rows(app) if b.startswith("account_")]
     assert actions == [("root", "account_disable", "account=alice"),
                        ("root", "account_enable", "account=alice")]
@@ -340,7 +340,7 @@ def test_admin_disable_voids_sessions_and_enable_restores_login(
 
 def test_admin_reset_totp_shows_new_enrolment(client: FlaskClient, app: Flask, admin: Account,
                                               investigator: Account) -> None:
-    login(client, admin)
+    investigator_login(client, admin)
     resp = client.post(f"{ACCOUNTS}/{investigator.id}/reset-2fa",
                        data={"csrf_token": csrf_token(client)})
     html = resp.get_data(as_text=True)
@@ -349,24 +349,24 @@ def test_admin_reset_totp_shows_new_enrolment(client: FlaskClient, app: Flask, a
     assert 'id="account-password"' not in html
     old_secret, investigator.totp_secret = investigator.totp_secret, secret.group(1)
     assert old_secret != investigator.totp_secret
-    assert login(app.test_client(), investigator).status_code == 303
+    assert investigator_login(app.test_client(), investigator).status_code == 303
     assert ("root", "totp_reset", "account=alice") in audit_rows(app)
 
 
 def test_admin_reset_password_shows_new_password(client: FlaskClient, app: Flask, admin: Account,
                                                  investigator: Account) -> None:
-    login(client, admin)
+    investigator_login(client, admin)
     resp = client.post(f"{ACCOUNTS}/{investigator.id}/reset-password",
                        data={"csrf_token": csrf_token(client)})
     match = re.search(r'<code id="account-password">([^<]+)</code>', resp.get_data(as_text=True))
     assert resp.status_code == 200 and match
-    assert login(app.test_client(), investigator).status_code == 200  # the old password
+    assert investigator_login(app.test_client(), investigator).status_code == 200  # the old password
     investigator.password = match.group(1)
-    assert login(app.test_client(), investigator).status_code == 303
+    assert investigator_login(app.test_client(), investigator).status_code == 303
 
 
 def test_admin_reset_own_password_keeps_own_session(client: FlaskClient, admin: Account) -> None:
-    login(client, admin)
+    investigator_login(client, admin)
     resp = client.post(f"{ACCOUNTS}/{admin.id}/reset-password",
                        data={"csrf_token": csrf_token(client)})
     assert resp.status_code == 200
@@ -374,7 +374,7 @@ def test_admin_reset_own_password_keeps_own_session(client: FlaskClient, admin: 
 
 
 def test_admin_action_on_missing_account_is_404(client: FlaskClient, admin: Account) -> None:
-    login(client, admin)
+    investigator_login(client, admin)
     resp = client.post(f"{ACCOUNTS}/9999/reset-password", data={"csrf_token": csrf_token(client)})
     assert resp.status_code == 404
 
@@ -431,7 +431,7 @@ def test_investigator_routes_refuse_anonymous_and_source_sessions(
     with source.session_transaction() as sess:
         sess[SOURCE_TOKEN] = "a-source-session-token"
     staff = app.test_client()
-    assert login(staff, investigator).status_code == 303
+    assert investigator_login(staff, investigator).status_code == 303
 
     failures = []
     for endpoint, method, path, admin_only in requests:

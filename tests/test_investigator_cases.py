@@ -14,13 +14,24 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import Account, Clock, Workstation, csrf_token, login, make_account
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import api_payload, find_needles, post_api, post_form, report_folders
 from sqlalchemy import select
-from test_followup import RECEIPT
-from test_followup import login as source_login
+from support import (
+    RECEIPT,
+    Account,
+    Clock,
+    Workstation,
+    api_payload,
+    csrf_token,
+    find_needles,
+    investigator_login,
+    make_account,
+    post_api,
+    post_form,
+    report_folders,
+    source_login,
+)
 
 from whistle import cli, create_app
 from whistle.core.bundle import BundleReader
@@ -33,7 +44,7 @@ from whistle.workstation.decrypt import decrypt_bundle
 @pytest.fixture
 def inv(app: Flask, investigator: Account) -> FlaskClient:
     client = app.test_client()
-    assert login(client, investigator).status_code == 303
+    assert investigator_login(client, investigator).status_code == 303
     return client
 
 
@@ -52,7 +63,8 @@ def test_investigator_case_list_shows_case_and_deadlines(app: Flask, inv: FlaskC
     file_report(app, "Falta de medicamentos")
     rid = report_id(app)
     html = inv.get("/investigator/?lang=en").get_data(as_text=True)
-    assert rid[:8] in html and "server" in html
+    # The channel column: the form posted with JavaScript off.
+    assert rid[:8] in html and "<td>Form without JavaScript</td>" in html
     with app.extensions["whistle"].sessions() as db:
         received = db.get(Report, rid).received_on  # type: ignore[union-attr]
     import datetime as dt
@@ -116,7 +128,7 @@ def test_investigator_delete_case_leaves_no_ciphertext_on_disk(
 
         assert sorted(h.split(" in ")[0] for h in on_disk()) == ["attachment", "envelope"]
         inv = app.test_client()
-        assert login(inv, make_account(app, clock, "alice")).status_code == 303
+        assert investigator_login(inv, make_account(app, clock, "alice")).status_code == 303
         rid = report_id(app)
         token = csrf_token(inv, f"/investigator/case/{rid}")
         resp = inv.post(f"/investigator/case/{rid}/delete", data={"csrf_token": token,

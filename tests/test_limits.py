@@ -12,24 +12,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Workstation, csrf_token
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import api_payload, post_api, post_form, pow_token
-from test_followup import file_report
-from test_followup import login as source_login
+from support import (
+    FrozenClock,
+    Workstation,
+    api_payload,
+    csrf_token,
+    file_report,
+    make_app,
+    post_api,
+    post_form,
+    pow_token,
+    source_login,
+)
 
-from whistle import create_app
 from whistle.server.config import ConfigError, load_config
-from whistle.server.instance import load_or_create_secrets
-
-
-def make_app(environ: dict[str, str], tmp_path: Path, **limits: str) -> Flask:
-    env = {k: v for k, v in environ.items() if not k.startswith("WHISTLE_LIMIT_")}
-    env |= {f"WHISTLE_LIMIT_{k.upper()}": v for k, v in limits.items()}
-    config = load_config(env, cwd=tmp_path)
-    load_or_create_secrets(config, time_cost=1, memory_cost_kib=8)
-    return create_app(config)
 
 
 def test_limits_default_allow_a_normal_visit(environ: dict[str, str], tmp_path: Path) -> None:
@@ -59,17 +57,6 @@ def test_limits_submissions_per_session_429_with_retry_after(
     assert api.status_code == 429 and api.get_json()["error"] == "http_429"
     # Another visitor (another session) is not held back by this one.
     assert post_form(app.test_client(), "otra persona", []).status_code == 200
-
-
-class FrozenClock:
-    """``time.time`` held still (a few seconds into a minute) and moved only by the test, so the
-    minute-aligned windows cannot roll over in the middle of a test."""
-
-    def __init__(self) -> None:
-        self.now = float(int(time.time()) // 60 * 60 + 5)
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -103,6 +90,8 @@ def test_limits_ceiling_js_off_gets_wait_in_words_and_the_form(
     html = resp.get_data(as_text=True)
     assert f"{wait} seconds" in html or f"{wait} segundos" in html
     assert 'id="submit-form"' in html and 'name="csrf_token"' in html
+    # What the source wrote comes back in the form (a hurried source would lose a long report).
+    assert "el informe real</textarea>" in html
     for _ in range(2):
         source_login(app.test_client(), "nada " * 7)
     resp = source_login(app.test_client(), "nada " * 7)
@@ -177,7 +166,8 @@ def test_limits_run_before_csrf_and_refuse_without_reading_the_body(
     post_form(app.test_client(), "uno", [])
     client = app.test_client()
     token = csrf_token(client)
-    body = (f"csrf_token={token}&category=medication&body=" + "x" * 20_000).encode()
+    # Larger than what a refused report gets back in its form (limits.REFILL_MAX_BODY).
+    body = (f"csrf_token={token}&category=medication&body=" + "x" * 300_000).encode()
     stream = CountingStream(body)
     resp = client.post("/submit", input_stream=stream,
                        content_type="application/x-www-form-urlencoded",

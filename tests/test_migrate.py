@@ -11,10 +11,8 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from conftest import Workstation
-from helpers import export_and_decrypt, report_folders
-from sqlalchemy import MetaData, Table, insert
-from test_followup import login
+from sqlalchemy import MetaData, Table, delete, insert
+from support import Workstation, export_and_decrypt, report_folders, source_login
 
 from whistle import cli, create_app
 from whistle.core.crypto import AttachmentRef, Envelope, encrypt_stream, new_stream_key, seal_envelope
@@ -23,7 +21,7 @@ from whistle.server.config import Config
 from whistle.server.db import make_engine
 from whistle.server.instance import load_or_create_secrets
 from whistle.server.migrate import current_revision, head_revision, upgrade_database
-from whistle.server.models import Base
+from whistle.server.models import Base, Item
 from whistle.server.storage import BLOB_CHUNK_SIZE
 
 
@@ -90,7 +88,7 @@ def test_migrate_old_database_with_data_upgrades_and_reads_back(
     assert "Informe antiguo" in (folder / "report.txt").read_text(encoding="utf-8")
     assert (folder / "attachments" / "viejo.pdf").read_bytes() == data
     client = app.test_client()
-    assert login(client, phrase).status_code == 302
+    assert source_login(client, phrase).status_code == 302
     html = client.get("/case?lang=en").get_data(as_text=True)
     assert "2026-01-15" in html  # updated_on was filled from received_on
 
@@ -132,6 +130,62 @@ def test_migrate_0003_backfills_case_list_counters(config: Config) -> None:
                                                reports.c.new_messages)))
     assert got == {"a" * 16: (2, 2), "c" * 16: (0, 0)}
     engine.dispose()
+
+
+def test_migrate_0004_replaces_sealed_by_with_channel(
+    config: Config, workstation: Workstation, tmp_path: Path
+) -> None:
+    """A database at 0003 holding a server-sealed report with a message and a reply, and a
+    browser-sealed report, gets channel server-form / browser from migration 0004 (a reply: none),
+    loses sealed_by, and the stored report still exports, decrypts and says its channel."""
+    engine = make_engine(config.database_url)
+    upgrade_database(engine, "0003")
+    old = MetaData()
+    old.reflect(engine)
+    t = {name: Table(name, old) for name in ("blobs", "blob_chunks", "reports", "items")}
+    sealed = seal_envelope(Envelope(kind="report", category="corruption", body="Informe de 0003"),
+                           workstation.secret_key.public_key)
+    day = dt.date(2026, 4, 1)
+    with engine.begin() as conn:
+        conn.execute(insert(t["blobs"]), [{"id": "b" * 32, "size": len(sealed)}])
+        conn.execute(insert(t["blob_chunks"]), [{"blob_id": "b" * 32, "seq": 0, "data": sealed}])
+        conn.execute(insert(t["reports"]), [
+            {"id": rid, "received_on": day, "updated_on": day, "status": "received",
+             "sealed_by": sealed_by, "login_hash": bytes([n]) * 32, "source_public_key": b"k" * 32,
+             "replies": 0, "new_messages": 0}
+            for n, (rid, sealed_by) in enumerate((("a" * 16, "server"), ("c" * 16, "browser")))])
+        conn.execute(insert(t["items"]), [
+            {"id": f"{seq:016x}", "report_id": "a" * 16, "seq": seq, "kind": kind, "created_on": day,
+             "sealed_by": sealed_by, "exported": False, "envelope_blob_id": "b" * 32}
+            for seq, kind, sealed_by in ((1, "report", "server"), (2, "message", "browser"),
+                                         (3, "reply", "unit"))] + [
+            {"id": "f" * 16, "report_id": "c" * 16, "seq": 1, "kind": "report", "created_on": day,
+             "sealed_by": "browser", "exported": False, "envelope_blob_id": "b" * 32}])
+    upgrade_database(engine)
+    assert current_revision(engine) == head_revision()
+    new = MetaData()
+    new.reflect(engine)
+    reports, items = Table("reports", new), Table("items", new)
+    assert "sealed_by" not in reports.c and "sealed_by" not in items.c
+    with engine.connect() as conn:
+        got_reports = {r.id: r.channel for r in conn.execute(
+            reports.select().with_only_columns(reports.c.id, reports.c.channel))}
+        got_items = {(r.report_id, r.seq): r.channel for r in conn.execute(
+            items.select().with_only_columns(items.c.report_id, items.c.seq, items.c.channel))}
+    assert got_reports == {"a" * 16: "server-form", "c" * 16: "browser"}
+    assert got_items == {("a" * 16, 1): "server-form", ("a" * 16, 2): "browser",
+                         ("a" * 16, 3): None, ("c" * 16, 1): "browser"}
+    engine.dispose()
+
+    app = create_app(config)
+    with app.extensions["whistle"].sessions.begin() as db:
+        # The message row reused the report's envelope (kind "report"): the workstation would
+        # rightly refuse it, so only the reports go into the bundle.
+        db.execute(delete(Item).where(Item.kind != "report"))
+    out = export_and_decrypt(app, workstation, tmp_path)
+    texts = {f.name: (f / "report.txt").read_text(encoding="utf-8") for f in report_folders(out)}
+    assert "Channel: Form without JavaScript (encrypted in server memory" in texts["a" * 16]
+    assert "Channel: Browser (encrypted in the browser" in texts["c" * 16]
 
 
 def test_migrate_upgrade_command(server_env: Config, capsys) -> None:  # type: ignore[no-untyped-def]

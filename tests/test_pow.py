@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""Proof of work (whistle/pow.py, whistle/static/js/pow.js, docs/protocol.md section 7):
+"""Proof of work (whistle/server/pow.py, whistle/static/js/pow.js, docs/protocol.md section 7):
 stateless challenges, single use, difficulty that rises with load, and the same bytes in the
 browser's libsodium.js and in Python."""
 
@@ -16,11 +16,9 @@ from pathlib import Path
 import nacl.encoding
 import nacl.hash
 import pytest
-from conftest import Workstation, csrf_token
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import api_payload, pow_token
-from test_limits import FrozenClock, make_app
+from support import FrozenClock, Workstation, api_payload, csrf_token, make_app, pow_token
 
 from whistle.server import pow as proof
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""Upload quotas (whistle/quotas.py): per case, per session, global; checked on the declared
+"""Upload quotas (whistle/server/quotas.py): per case, per session, global; checked on the declared
 length before the body is read; a full disk answers 507 and stores nothing."""
 
 from __future__ import annotations
@@ -15,13 +15,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import _free_port, csrf_token, stop_process, uses_sqlite
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import api_payload, page_session, post_api, post_form, start_gunicorn, wait_until_serving
 from sqlalchemy import func
 from sqlalchemy import select as sql_select
-from test_followup import file_report, login
+from support import (
+    api_payload,
+    csrf_token,
+    file_report,
+    free_port,
+    page_session,
+    post_api,
+    post_form,
+    source_login,
+    start_gunicorn,
+    stop_process,
+    uses_sqlite,
+    wait_until_serving,
+)
 
 from whistle import create_app
 from whistle.server.config import Config, ConfigError, load_config
@@ -75,7 +86,7 @@ def test_quota_cookie_replay_refused_at_case_ceiling(environ: dict[str, str], tm
     counter is keyed on the report id held server-side, so replaying gets no fresh bucket."""
     app = make_app(environ, tmp_path, case_messages_per_day="3")
     source = app.test_client()
-    login(source, file_report(source))
+    source_login(source, file_report(source))
     token = csrf_token(source, "/case")
     cookie = source.get_cookie("whistle")
     assert cookie is not None
@@ -99,7 +110,7 @@ def test_quota_cookie_replay_refused_at_case_ceiling(environ: dict[str, str], tm
 def test_quota_case_bytes_per_day_refuses_before_storing(environ: dict[str, str], tmp_path: Path) -> None:
     app = make_app(environ, tmp_path, max_upload_mb="1", case_mb_per_day="1")
     client = app.test_client()
-    login(client, file_report(client))
+    source_login(client, file_report(client))
     part = os.urandom(400 * 1024)
     codes = [post_message(client, f"foto {n}", part).status_code for n in range(3)]
     assert codes == [302, 302, 429]
@@ -108,7 +119,7 @@ def test_quota_case_bytes_per_day_refuses_before_storing(environ: dict[str, str]
     assert post_message(client, "", b"").status_code == 400
     # Another case has its own daily bytes.
     other = app.test_client()
-    login(other, file_report(other, "Otro informe"))
+    source_login(other, file_report(other, "Otro informe"))
     assert post_message(other, "foto", part).status_code == 302
 
 
@@ -265,7 +276,7 @@ def _stored_bytes(data_dir: Path) -> int:
 
 def test_quota_20mb_bodies_real_server_stop_reading_early(environ: dict[str, str], config: Config,
                                                           tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     tmp_dir = tmp_path / "server-tmp"
     tmp_dir.mkdir()
     env = environ | {"WHISTLE_MAX_UPLOAD_MB": "20", "WHISTLE_QUOTA_GLOBAL_MB_PER_HOUR": "20",

@@ -7,10 +7,9 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import Account, login
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import post_form
+from support import Account, investigator_login, post_form
 
 from whistle import create_app
 from whistle.server.config import load_config
@@ -96,7 +95,7 @@ def test_security_no_inline_script_or_style_in_any_page(client: FlaskClient, app
     import re
 
     inv = app.test_client()
-    login(inv, investigator)
+    investigator_login(inv, investigator)
     pages = [client.get(p).get_data(as_text=True) for p in ("/", "/submit", "/followup")]
     pages += [inv.get(p).get_data(as_text=True) for p in ("/investigator/", "/investigator/replies")]
     for html in pages:

@@ -9,11 +9,18 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import Workstation, csrf_token
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import api_payload, export_and_decrypt, post_api, post_form, report_folders
 from sqlalchemy import func, select
+from support import (
+    Workstation,
+    api_payload,
+    csrf_token,
+    export_and_decrypt,
+    post_api,
+    post_form,
+    report_folders,
+)
 
 from whistle import create_app
 from whistle.core.crypto import open_envelope
@@ -68,12 +75,13 @@ def test_form_submission_roundtrip_recovers_text_and_files(
 
     with app.extensions["whistle"].sessions() as s:
         report = s.scalars(select(Report)).one()
-        assert report.sealed_by == "server" and report.status == "received"
+        assert report.channel == "server-form" and report.status == "received"
 
     out = export_and_decrypt(app, workstation, tmp_path)
     (folder,) = report_folders(out)
     text = (folder / "report.txt").read_text(encoding="utf-8")
     assert body in text and "Category: medication" in text
+    assert "Channel: Form without JavaScript (encrypted in server memory" in text
     assert (folder / "attachments" / "receta médica.pdf").read_bytes() == big
     assert (folder / "attachments" / "tabla.csv").read_bytes() == small
 
@@ -97,7 +105,7 @@ def test_api_submission_roundtrip_recovers_text_and_files(
     assert len(phrase.split()) == 7 and all(w in wordlist("en") for w in phrase.split())
 
     with app.extensions["whistle"].sessions() as s:
-        assert s.scalars(select(Report)).one().sealed_by == "browser"
+        assert s.scalars(select(Report)).one().channel == "browser"
 
     out = export_and_decrypt(app, workstation, tmp_path)
     (folder,) = report_folders(out)
@@ -112,11 +120,11 @@ def test_api_stores_sealed_envelope_unchanged(
     payload = api_payload(workstation.secret_key.public_key, "texto", [])
     sealed = payload["report"][0].getvalue()  # type: ignore[index]
     assert post_api(client, payload).status_code == 201
-    from whistle.server.storage import read_blob
+    from whistle.server.blobstore import read_bytes
 
     with app.extensions["whistle"].sessions() as s:
         item = s.scalars(select(Item)).one()
-        assert read_blob(s, item.envelope_blob_id) == sealed
+        assert read_bytes(s, item.envelope_blob_id) == sealed
         assert open_envelope(sealed, workstation.secret_key).body == "texto"
 
 
@@ -194,3 +202,31 @@ def test_passphrase_normalisation_matches_receipt_words(client: FlaskClient) -> 
     resp = post_form(client, "texto", [])
     phrase = PASSPHRASE_RE.search(resp.get_data(as_text=True)).group(1)  # type: ignore[union-attr]
     assert normalise("  " + phrase.upper().replace(" ", "   ") + " ") == phrase
+
+
+@pytest.mark.parametrize("path", ["/api/v1/reports", "/submit"])
+def test_source_intake_failure_answers_500_and_stores_nothing_more(
+    client: FlaskClient, app: Flask, workstation: Workstation, monkeypatch: pytest.MonkeyPatch,
+    path: str,
+) -> None:
+    """The intake's exceptions are mapped to HTTP in one place (common.intake_failed): every fresh
+    passphrase taken is a 500 (JSON on the API, the error page on the form) and nothing is stored."""
+    from whistle.server import intake
+
+    payload = api_payload(workstation.secret_key.public_key, "Primero", [])
+    taken = post_api(client, payload).get_json()["passphrase"]
+    before = counts(app)
+    monkeypatch.setattr(intake, "generate", lambda lang: taken)
+    if path == "/submit":
+        resp = post_form(client, "Segundo", [])
+        assert resp.status_code == 500 and resp.mimetype == "text/html"
+    else:
+        resp = post_api(client, api_payload(workstation.secret_key.public_key, "Segundo", []))
+        assert resp.status_code == 500 and resp.get_json()["error"] == "http_500"
+    assert taken not in resp.get_data(as_text=True)
+    assert counts(app) == before
+
+
+def test_source_api_answer_names_the_channel(client: FlaskClient, workstation: Workstation) -> None:
+    resp = post_api(client, api_payload(workstation.secret_key.public_key, "Canal", []))
+    assert resp.status_code == 201 and resp.get_json()["channel"] == "browser"

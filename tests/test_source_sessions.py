@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import TEST_REDIS
 from hypothesis import given
 from hypothesis import strategies as st
+from support import TEST_REDIS
 
 from whistle.core.crypto import UnitSecretKey
 from whistle.server.source_sessions import (

@@ -29,6 +29,7 @@ def test_static_ruff_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_static_mypy_clean() -> None:
     result = subprocess.run(_tool("mypy"), cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -37,12 +38,14 @@ def test_static_mypy_clean() -> None:
 # --- bandit ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_static_bandit_clean() -> None:
     result = subprocess.run([*_tool("bandit"), "-q", "-r", "whistle", "-c", "pyproject.toml"],
                             cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_static_bandit_skipped_checks_are_justified_on_their_lines() -> None:
     """pyproject.toml skips B101 and B105 because ruff's S101/S105 cover them with per-line
     justifications. Here bandit runs exactly those two checks without the config, and every hit
@@ -129,6 +132,7 @@ def _audit_unavailable(message: str) -> None:
     pytest.skip(message + " (fails when CI=true)")
 
 
+@pytest.mark.slow
 def test_static_dependencies_have_no_known_vulnerabilities(tmp_path: Path) -> None:
     """pip-audit with PyPI's own vulnerability data (``--vulnerability-service pypi``: PyPI's JSON
     API, the only host CI reaches; OSV is not reachable) over the runtime dependencies.
@@ -198,3 +202,26 @@ def test_static_dependencies_have_no_known_vulnerabilities(tmp_path: Path) -> No
     assert not found, "known vulnerabilities in runtime dependencies:\n" + "\n".join(found)
     if unaudited:
         _audit_unavailable("not audited: " + "; ".join(f"{n}: {why}" for n, why in sorted(unaudited.items())))
+
+
+# --- the test suite's own layout --------------------------------------------------------------
+
+
+def test_static_tests_share_helpers_only_through_support() -> None:
+    """Test files import shared helpers from tests/support.py, never from conftest.py (pytest's
+    file for fixtures, loaded by pytest under a name that depends on its import mode) or from
+    another test file (a change there then breaks this one's collection, and any test function
+    or fixture imported with a helper runs or applies here too)."""
+    import ast
+
+    tests = ROOT / "tests"
+    test_modules = {p.stem for p in tests.glob("test_*.py")}
+    offenders = []
+    for path in sorted(tests.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            offenders += [f"{path.name}:{node.lineno} imports {name}" for name in names
+                          if name.split(".")[0] in test_modules | {"conftest", "helpers"}]
+    assert not offenders, "import shared helpers from support instead:\n" + "\n".join(offenders)

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""whistle's gunicorn worker (whistle/worker.py) under slow-client attacks.
+"""whistle's gunicorn worker (whistle/server/worker.py) under slow-client attacks.
 
 Every test runs the production configuration (deploy/gunicorn.conf.py, loopback only) with its
 default thread counts, opens four times as many hostile connections as the worker has threads for
@@ -22,8 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import _free_port, stop_process
-from helpers import page_session, start_gunicorn, wait_until_serving
+from support import free_port, page_session, start_gunicorn, stop_process, wait_until_serving
 
 from whistle.server.config import Config
 from whistle.server.worker import Policy, body_framing
@@ -67,7 +66,7 @@ def server(environ: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Se
     procs = []
 
     def start(**extra: str) -> Server:
-        port = _free_port()
+        port = free_port()
         log = tmp_path / f"gunicorn-{port}.log"
         with log.open("wb") as out:
             proc = start_gunicorn(environ, bind=f"127.0.0.1:{port}", tmp_dir=tmp_path, stdout=out,
@@ -110,6 +109,7 @@ SMALL_POST = (b"POST /api/v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: multip
               b"boundary=b\r\nContent-Length: 1000\r\n\r\n")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["partial request", "slow headers", "slow small body"])
 def test_worker_slow_clients_do_not_delay_pages(server: Callable[..., Server], kind: str) -> None:
     srv = server()
@@ -139,6 +139,7 @@ def test_worker_slow_clients_do_not_delay_pages(server: Callable[..., Server], k
     assert all(a.startswith(b"HTTP/1.1 408") for a in answers), {a[:40] for a in answers}
 
 
+@pytest.mark.slow
 def test_worker_slow_uploads_use_their_own_threads(server: Callable[..., Server]) -> None:
     """Attachment-sized bodies trickling in occupy the upload threads only; pages stay fast."""
     srv = server(WHISTLE_UPLOAD_THREADS="4")
@@ -154,6 +155,7 @@ def test_worker_slow_uploads_use_their_own_threads(server: Callable[..., Server]
             s.close()
 
 
+@pytest.mark.slow
 def test_worker_upload_below_minimum_rate_is_cut(server: Callable[..., Server], config: Config) -> None:
     """An attachment-sized body trickling below the upload minimum rate gets 408, nothing stored."""
     srv = server(WHISTLE_UPLOAD_MIN_RATE="100000", WHISTLE_BODY_TIMEOUT="2")
@@ -180,6 +182,7 @@ def test_worker_upload_below_minimum_rate_is_cut(server: Callable[..., Server], 
     assert not spool.exists() or not any(spool.iterdir())
 
 
+@pytest.mark.slow
 def test_worker_full_house_evicts_stalled_connections(server: Callable[..., Server]) -> None:
     """More stalled connections than the worker keeps open: a new visitor is still served."""
     srv = server(WHISTLE_CONNECTIONS="20")
@@ -195,6 +198,7 @@ def test_worker_full_house_evicts_stalled_connections(server: Callable[..., Serv
             s.close()
 
 
+@pytest.mark.slow
 def test_worker_keeps_alive_and_pipelines(server: Callable[..., Server]) -> None:
     srv = server()
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
@@ -217,6 +221,7 @@ def test_worker_keeps_alive_and_pipelines(server: Callable[..., Server]) -> None
     assert answer.startswith(b"HTTP/1.1 405") and b"HTTP/1.1 200" in answer
 
 
+@pytest.mark.slow
 def test_worker_refuses_bad_framing_and_huge_heads(server: Callable[..., Server]) -> None:
     srv = server()
     for request, status in (
@@ -256,6 +261,7 @@ def investigator_login_attempt(port: int) -> int:
         conn.close()
 
 
+@pytest.mark.slow
 def test_worker_investigator_login_burst_leaves_source_pages_fast(
         server: Callable[..., Server]) -> None:
     """The interfaces run apart: 60 concurrent investigator logins, source pages under 1 s p95."""

@@ -11,10 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import FAST_MEM, FAST_OPS, KEY_PASSPHRASE, Workstation
 from flask import Flask
 from flask.testing import FlaskClient
-from helpers import api_payload, post_api, post_form, report_folders
+from support import (
+    FAST_MEM,
+    FAST_OPS,
+    KEY_PASSPHRASE,
+    Workstation,
+    api_payload,
+    post_api,
+    post_form,
+    report_folders,
+)
 
 from whistle import cli
 from whistle.core.crypto import UnitSecretKey

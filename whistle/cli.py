@@ -16,7 +16,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from whistle.core.errors import WhistleError
+from whistle.core.errors import CommandError, WhistleError
 
 
 def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
@@ -30,7 +30,21 @@ def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _server(name: str) -> Callable[[argparse.Namespace], int]:
-    return _lazy("whistle.server.commands", name)
+    command = _lazy("whistle.server.commands", name)
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ModuleNotFoundError as exc:
+            # A workstation install (docs/workstation.md) carries no server libraries on purpose:
+            # say so in one line instead of a traceback. whistle's own modules missing is a bug.
+            if (exc.name or "").partition(".")[0] in ("", "whistle"):
+                raise
+            raise CommandError(f"this is a server command and this install lacks {exc.name}: "
+                               "a workstation install runs keygen, fingerprint, decrypt and reply only"
+                               ) from exc
+
+    return run
 
 
 def _workstation(name: str) -> Callable[[argparse.Namespace], int]:

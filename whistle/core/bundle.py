@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from whistle.core.crypto import is_version
+from whistle.core.enums import Channel, ItemKind
 from whistle.core.errors import WhistleError
 from whistle.core.files import atomic_open
 
@@ -28,6 +29,9 @@ MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
 MAX_ATTACHMENT_BYTES = 64 * 1024**3
 _HEX = re.compile(r"^[0-9a-f]{8,64}\Z")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+# A channel code (core.enums.Channel, or one a newer server added): short, printable, safe to
+# write into report.txt.
+_CHANNEL = re.compile(r"^[a-z][a-z0-9-]{0,31}\Z")
 _MEMBER = re.compile(r"^items/([0-9a-f]{8,64})/(envelope|attachment-([0-9]{1,4}))\.bin\Z")
 # What zipfile raises on a damaged or hostile archive besides BadZipFile: a bad offset (OSError),
 # a short member (EOFError), a name flagged UTF-8 that is not (UnicodeDecodeError), an unknown
@@ -47,7 +51,8 @@ class BundleItem:
     seq: int
     kind: str
     created_on: str
-    sealed_by: str
+    # How a source's item came in (core.enums.Channel); None for a reply.
+    channel: str | None
     envelope: str
     attachments: list[str] = field(default_factory=list)
 
@@ -59,7 +64,7 @@ class BundleReport:
     id: str
     received_on: str
     status: str
-    sealed_by: str
+    channel: str
     source_public_key: str
     items: list[BundleItem] = field(default_factory=list)
 
@@ -96,10 +101,17 @@ class BundleWriter:
     def add_report(self, report: BundleReport) -> None:
         reports = self._manifest["reports"]
         assert isinstance(reports, list)  # noqa: S101 - internal invariant
+        # "sealed_by" is written as well as "channel" so that workstations older than the
+        # channel (which require it) still read the bundle (docs/protocol.md section 6).
         reports.append({
             "id": report.id, "received_on": report.received_on, "status": report.status,
-            "sealed_by": report.sealed_by, "source_public_key": report.source_public_key,
-            "items": [item.__dict__ for item in report.items],
+            "channel": report.channel, "sealed_by": legacy_sealed_by(report.channel, "report"),
+            "source_public_key": report.source_public_key,
+            "items": [{
+                "id": item.id, "seq": item.seq, "kind": item.kind, "created_on": item.created_on,
+                "channel": item.channel, "sealed_by": legacy_sealed_by(item.channel, item.kind),
+                "envelope": item.envelope, "attachments": item.attachments,
+            } for item in report.items],
         })
 
     def close(self) -> None:
@@ -179,7 +191,8 @@ class BundleReader:
             raise BundleError(f"bad report id {rid!r}")
         report = BundleReport(
             id=rid, received_on=_date(raw, "received_on"), status=_str(raw, "status"),
-            sealed_by=_str(raw, "sealed_by"), source_public_key=_str(raw, "source_public_key"),
+            channel=_report_channel(raw),
+            source_public_key=_str(raw, "source_public_key"),
         )
         for rawitem in _list(raw, "items"):
             if not isinstance(rawitem, dict):
@@ -191,13 +204,14 @@ class BundleReader:
             atts = _list(rawitem, "attachments")
             if not all(isinstance(a, str) for a in atts):
                 raise BundleError(f"item {iid} lists a non-text attachment name")
+            kind = _str(rawitem, "kind")
+            if kind not in tuple(ItemKind):
+                raise BundleError(f"unknown item kind {kind!r}")
             item = BundleItem(
-                id=iid, seq=seq, kind=_str(rawitem, "kind"), created_on=_date(rawitem, "created_on"),
-                sealed_by=_str(rawitem, "sealed_by"), envelope=_str(rawitem, "envelope"),
+                id=iid, seq=seq, kind=kind, created_on=_date(rawitem, "created_on"),
+                channel=_channel(rawitem, kind), envelope=_str(rawitem, "envelope"),
                 attachments=[str(a) for a in atts],
             )
-            if item.kind not in ("report", "message", "reply"):
-                raise BundleError(f"unknown item kind {item.kind!r}")
             expected = [envelope_member(iid)] + [
                 attachment_member(iid, n) for n in range(len(item.attachments))]
             if [item.envelope, *item.attachments] != expected:
@@ -231,6 +245,41 @@ class BundleReader:
         for report in self.reports:
             for item in report.items:
                 yield report, item
+
+
+def legacy_sealed_by(channel: str | None, kind: str) -> str:
+    """What a bundle before the channel said in ``sealed_by``: "browser" or "server" for a
+    source's item (any channel but the browser is sealed by the server), "unit" for a reply."""
+    if kind == ItemKind.REPLY or channel is None:
+        return "unit"
+    return "browser" if channel == Channel.BROWSER else "server"
+
+
+def _report_channel(doc: dict[str, object]) -> str:
+    channel = _channel(doc, ItemKind.REPORT)
+    if channel is None:  # unreachable: only a reply has no channel
+        raise BundleError("report entry has no channel")
+    return channel
+
+
+def _channel(doc: dict[str, object], kind: str) -> str | None:
+    """An entry's channel: ``channel`` when present, else derived from a v1 bundle's
+    ``sealed_by`` (browser → browser, server → server-form). None only for a reply."""
+    if "channel" in doc:
+        value = doc["channel"]
+        if value is None and kind == ItemKind.REPLY:
+            return None
+        if not isinstance(value, str) or not _CHANNEL.match(value):
+            raise BundleError("manifest field 'channel' is not a channel code")
+        return value
+    sealed_by = _str(doc, "sealed_by")
+    if kind == ItemKind.REPLY:
+        return None
+    if sealed_by == "browser":
+        return Channel.BROWSER.value
+    if sealed_by == "server":
+        return Channel.SERVER_FORM.value
+    raise BundleError(f"manifest field 'sealed_by' is not browser or server: {sealed_by[:20]!r}")
 
 
 def _str(doc: dict[str, object], key: str) -> str:

@@ -23,6 +23,7 @@ from argon2.low_level import Type, hash_secret_raw
 from diceware.wordlist import WordList, get_wordlist_path
 
 from whistle.core.crypto import UnitSecretKey
+from whistle.core.enums import Language
 from whistle.core.errors import WhistleError
 
 WORDS = 7
@@ -30,7 +31,8 @@ WORDS = 7
 # enough to ride out a short burst (a derivation takes well under a second at production cost),
 # short enough that a flood of logins cannot hold a worker thread, and the source, indefinitely.
 GATE_WAIT_SECONDS = 5.0
-WORDLISTS = {"es": "es", "en": "en_eff"}
+# One word list per site language (core.enums.Language).
+WORDLISTS: dict[str, str] = {Language.ES: "es", Language.EN: "en_eff"}
 _SEPARATORS = re.compile(r"[\s,.;]+")
 
 

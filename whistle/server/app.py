@@ -17,15 +17,30 @@ from whistle.core.passphrase import DerivationGate, GateBusyError
 from whistle.server import faults, i18n, limits, quotas, security
 from whistle.server.config import Config, load_config
 from whistle.server.db import make_sessionmaker
-from whistle.server.instance import check_key_folder, init_instance
+from whistle.server.instance import InstanceError, check_key_folder, init_instance
 from whistle.server.source_sessions import make_store
 from whistle.server.state import State
 from whistle.server.uploads import ClientTooSlow, WhistleRequest
 
-# whistle/ (the package: static files, translations) and the repository root (templates/).
+# whistle/ (the package: static files, translations; templates/ too once installed from a wheel)
+# and, in a checkout, the repository root (templates/): see template_folder().
 PACKAGE = Path(__file__).resolve().parent.parent
 ROOT = PACKAGE.parent
 MB = 1024 * 1024
+
+
+def template_folder() -> Path:
+    """Where the Jinja templates are: inside the installed package, else the checkout's top.
+
+    The source tree keeps ``templates/`` at the repository root; a wheel (and so ``pip install .``)
+    carries a copy at ``whistle/templates/`` (setup.py); an editable install reads the checkout.
+    Fail closed: without templates every page would be a 500, so the app refuses to start.
+    """
+    for candidate in (PACKAGE / "templates", ROOT / "templates"):
+        if (candidate / "base.html").is_file():
+            return candidate
+    raise InstanceError(f"no templates in {PACKAGE / 'templates'} or {ROOT / 'templates'}: "
+                        "reinstall whistle (pip install .)")
 
 
 csrf = CSRFProtect()
@@ -41,7 +56,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     app = Flask(
         __name__,
-        template_folder=str(ROOT / "templates"),
+        template_folder=str(template_folder()),
         static_folder=str(PACKAGE / "static"),
     )
     app.request_class = WhistleRequest

@@ -36,8 +36,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from whistle import __version__
-from whistle.core.files import atomic_open, atomic_write
+from whistle.core.files import StorageError, atomic_open, atomic_write
 from whistle.server.backup_file import (
+    BLOB_CHUNKS,
+    BLOBS,
     FORMAT,
     MANIFEST,
     SECRETS,
@@ -46,13 +48,17 @@ from whistle.server.backup_file import (
     BlobCheck,
     TableCodec,
     member_name,
+    rechunk,
+    row_tables,
     rows_sha256,
-    tables,
+    schema_tables,
 )
+from whistle.server.blobstore import BlobStore
 from whistle.server.config import Config
 from whistle.server.db import make_engine
 from whistle.server.instance import InstanceError, InstanceSecrets, init_instance
 from whistle.server.migrate import upgrade_database
+from whistle.server.storage import DatabaseBlobStore, blob_store_for
 
 __all__ = ["BackupError", "BackupSummary", "create_backup", "restore_backup"]
 
@@ -115,11 +121,38 @@ def _ordered(table: Table, dialect: str) -> Select[Any]:
     return select(*table.columns).order_by(*keys)
 
 
-def _scan(conn: Connection, table: Table, codec: TableCodec, blobs: BlobCheck) -> Iterator[bytes]:
+def _scan(conn: Connection, table: Table, codec: TableCodec) -> Iterator[bytes]:
     result = conn.execution_options(yield_per=YIELD_PER).execute(_ordered(table, conn.dialect.name))
     for row in result:
-        blobs.feed(table.name, row._mapping)
         yield codec.encode(row)
+
+
+def _blob_lines(conn: Connection, store: BlobStore, codec: TableCodec, blobs: BlobCheck) -> Iterator[bytes]:
+    for info in store.list(conn):
+        row = {"id": info.id, "size": info.size}
+        blobs.feed(BLOBS.name, row)
+        yield codec.encode((info.id, info.size))
+
+
+def _chunk_lines(conn: Connection, store: BlobStore, codec: TableCodec, blobs: BlobCheck) -> Iterator[bytes]:
+    # Each blob streamed through the store, one piece at a time: never a whole blob in memory.
+    for info in store.list(conn):
+        for seq, data in enumerate(rechunk(store.read(conn, info.id))):
+            blobs.feed(BLOB_CHUNKS.name, {"blob_id": info.id, "seq": seq, "data": data})
+            yield codec.encode((info.id, seq, data))
+
+
+def _members(conn: Connection, store: BlobStore, blobs: BlobCheck
+             ) -> Iterator[tuple[Table, TableCodec, Iterator[bytes]]]:
+    """Every member's table, codec and lines, in the order a backup writes them: the blobs
+    through the store, then the other tables' rows."""
+    codec = TableCodec(BLOBS)
+    yield BLOBS, codec, _blob_lines(conn, store, codec, blobs)
+    codec = TableCodec(BLOB_CHUNKS)
+    yield BLOB_CHUNKS, codec, _chunk_lines(conn, store, codec, blobs)
+    for table in row_tables(store.tables):
+        codec = TableCodec(table)
+        yield table, codec, _scan(conn, table, codec)
 
 
 def _revision(conn: Connection) -> str | None:
@@ -160,6 +193,7 @@ def create_backup(config: Config, out: Path, *, work_dir: Path | None = None) ->
     source. Raises :class:`BackupError`; then ``out`` is left as it was.
     """
     secrets_bytes = _secrets_member(config)
+    store = blob_store_for(config)
     engine = _engine(config.database_url, write=False)
     entries: list[dict[str, Any]] = []
     try:
@@ -168,10 +202,10 @@ def create_backup(config: Config, out: Path, *, work_dir: Path | None = None) ->
             blobs = BlobCheck()
             with _snapshot(engine) as conn:
                 revision = _revision(conn)
-                for table in tables():
-                    codec, digest, rows = TableCodec(table), hashlib.sha256(), 0
+                for table, codec, lines in _members(conn, store, blobs):
+                    digest, rows = hashlib.sha256(), 0
                     with _add_member(zf, member_name(table.name)) as member:
-                        for line in _scan(conn, table, codec, blobs):
+                        for line in lines:
                             member.write(line)
                             digest.update(line)
                             rows += 1
@@ -192,6 +226,8 @@ def create_backup(config: Config, out: Path, *, work_dir: Path | None = None) ->
                 member.write((json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
     except SQLAlchemyError as exc:
         raise BackupError(f"reading the database failed, no backup written: {_db_error(exc)}") from exc
+    except StorageError as exc:  # a damaged or missing blob
+        raise BackupError(f"reading the blobs failed, no backup written: {exc}") from exc
     except OSError as exc:
         raise BackupError(f"cannot write {out}: {exc}") from exc
     finally:
@@ -201,19 +237,23 @@ def create_backup(config: Config, out: Path, *, work_dir: Path | None = None) ->
 
 
 def _prove_restorable(path: Path, work_dir: Path) -> None:
-    """Restore ``path`` into a scratch SQLite database and compare it with the manifest."""
+    """Restore ``path`` into a scratch SQLite database and compare it with the manifest.
+
+    The scratch instance keeps its blobs in the database store, whichever store the server uses:
+    what is proven is that the file restores, and reads back, identically."""
+    store = DatabaseBlobStore()
     with tempfile.TemporaryDirectory(prefix=".whistle-verify-", dir=work_dir) as scratch:
         engine = _engine(f"sqlite:///{Path(scratch) / 'verify.sqlite3'}", write=True)
         try:
             upgrade_database(engine)  # the schema the migrations make, as on a real target
-            with BackupReader(path) as backup, engine.begin() as conn:
-                _load(conn, backup)
+            with BackupReader(path, store.tables) as backup, engine.begin() as conn:
+                _load(conn, backup, store)
             blobs = BlobCheck()
             with _snapshot(engine) as conn:
-                for table in tables():
+                for table, _codec, lines in _members(conn, store, blobs):
                     entry = backup.entries[table.name]
                     digest, rows = hashlib.sha256(), 0
-                    for line in _scan(conn, table, TableCodec(table), blobs):
+                    for line in lines:
                         digest.update(line)
                         rows += 1
                     if (rows, digest.hexdigest()) != (entry.rows, entry.sha256):
@@ -223,14 +263,18 @@ def _prove_restorable(path: Path, work_dir: Path) -> None:
                 raise BackupError("a test restore's blobs differ from the database; backup discarded")
         except SQLAlchemyError as exc:
             raise BackupError(f"a test restore failed, backup discarded: {_db_error(exc)}") from exc
+        except StorageError as exc:
+            raise BackupError(f"a test restore failed, backup discarded: {exc}") from exc
         finally:
             engine.dispose()
 
 
-def _load(conn: Connection, backup: BackupReader) -> int:
-    """Insert every row of ``backup`` in the caller's transaction; return how many."""
-    blobs, total = BlobCheck(), 0
-    for table in tables():
+def _load(conn: Connection, backup: BackupReader, store: BlobStore) -> int:
+    """Write every blob and row of ``backup`` in the caller's transaction; return how many rows
+    (counting the blobs' two members' lines as rows, as the manifest does)."""
+    blobs = BlobCheck()
+    total = _load_blobs(conn, backup, store, blobs)
+    for table in row_tables(store.tables):
         batch: list[dict[str, Any]] = []
         size = 0
         for row, nbytes in backup.rows(table, blobs):
@@ -247,6 +291,34 @@ def _load(conn: Connection, backup: BackupReader) -> int:
     return total
 
 
+def _load_blobs(conn: Connection, backup: BackupReader, store: BlobStore, blobs: BlobCheck) -> int:
+    """Give every blob of ``backup`` to the store, streamed: both members are in blob id order,
+    so each blob's pieces are the run of chunk lines under its id, read alongside."""
+    chunks = backup.rows(BLOB_CHUNKS, blobs)
+    lines = 0
+    current = next(chunks, None)
+
+    def pieces(blob_id: str) -> Iterator[bytes]:
+        nonlocal current, lines
+        while current is not None and current[0]["blob_id"] == blob_id:
+            data: bytes = current[0]["data"]
+            lines += 1
+            current = next(chunks, None)
+            yield data
+
+    for row, _ in backup.rows(BLOBS, blobs):
+        lines += 1
+        info = store.restore(conn, row["id"], pieces(row["id"]))
+        if info.size != row["size"]:
+            raise BackupError(f"blob {row['id']} is damaged: {info.size} of {row['size']} bytes")
+    # Chunks of no listed blob: read to the end, so the member's hash is checked and
+    # BlobCheck.finish names the orphan.
+    while current is not None:
+        lines += 1
+        current = next(chunks, None)
+    return lines
+
+
 # --- Restore ---------------------------------------------------------------------------------
 
 
@@ -259,7 +331,7 @@ def _existing_rows(url: str) -> int:
         with engine.connect() as conn:
             present = set(inspect(conn).get_table_names())
             return sum(conn.execute(select(func.count()).select_from(t)).scalar_one()
-                       for t in tables() if t.name in present)
+                       for t in schema_tables() if t.name in present)
     except SQLAlchemyError as exc:
         raise BackupError(f"cannot read the target database: {_db_error(exc)}") from exc
     finally:
@@ -274,7 +346,8 @@ def restore_backup(config: Config, path: Path, *, force: bool = False) -> Backup
     are then replaced in that same transaction. The instance secrets get the backup's passphrase
     salt and costs and a new Flask session key. Raises :class:`BackupError`.
     """
-    with BackupReader(path) as backup:
+    store = blob_store_for(config)
+    with BackupReader(path, store.tables) as backup:
         backup.validate()
         existing = _existing_rows(config.database_url)
         if existing and not force:
@@ -300,9 +373,10 @@ def restore_backup(config: Config, path: Path, *, force: bool = False) -> Backup
             atomic_write(config.secrets_path, (json.dumps(doc, indent=1) + "\n").encode("utf-8"))
             with engine.begin() as conn:
                 if force:
-                    for table in reversed(tables()):
+                    for table in reversed(row_tables(store.tables)):
                         conn.execute(table.delete())
-                rows = _load(conn, backup)
+                    store.delete(conn, [blob.id for blob in store.list(conn)])
+                rows = _load(conn, backup, store)
                 if conn.dialect.name == "postgresql":
                     _advance_sequences(conn)
         except BaseException as exc:
@@ -310,6 +384,8 @@ def restore_backup(config: Config, path: Path, *, force: bool = False) -> Backup
                 atomic_write(config.secrets_path, old_secrets)
             if isinstance(exc, SQLAlchemyError):
                 raise BackupError(f"restore failed, the database is unchanged: {_db_error(exc)}") from exc
+            if isinstance(exc, StorageError):
+                raise BackupError(f"restore failed, the database is unchanged: {exc}") from exc
             raise
         finally:
             engine.dispose()
@@ -320,7 +396,7 @@ def restore_backup(config: Config, path: Path, *, force: bool = False) -> Backup
 def _advance_sequences(conn: Connection) -> None:
     # Rows came with their ids; a serial column's sequence must move past them, or the next
     # account created would collide with a restored one.
-    for table in tables():
+    for table in schema_tables():
         column = table.autoincrement_column
         if column is not None:
             highest = select(func.max(column)).scalar_subquery()

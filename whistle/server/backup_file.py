@@ -7,6 +7,13 @@ A backup is a zip of stored (uncompressed) members:
   standard base64, dates and times as ISO text, rows in primary-key order (byte order on any
   database). The encoding is canonical: encoding the rows read back from a restored database
   gives the same bytes, so one SHA-256 per table proves a restore identical to its source;
+- the blobs, copied through the blob store (:mod:`whistle.server.blobstore`) whatever its backend,
+  as two members of the same kind: ``tables/blobs.jsonl`` (id, size) and
+  ``tables/blob_chunks.jsonl`` (blob id, number, data: the blob cut into :data:`CHUNK_SIZE`
+  pieces, an empty blob one empty piece). :data:`BLOBS` and :data:`BLOB_CHUNKS` define them here,
+  not the database models; they happen to match the database store's tables, so backups made
+  before the store had an interface read and restore unchanged. The store's own tables are not
+  carried as rows;
 - ``secrets.json``: the instance secrets without Flask's session key (see :mod:`whistle.server.backup`);
 - ``manifest.json``: format, version, day, schema revision, and per table its columns, row count
   and the SHA-256 of its member.
@@ -24,12 +31,22 @@ import io
 import json
 import re
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Boolean, Column, Date, DateTime, Integer, LargeBinary, String, Table
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+)
 
 from whistle.core.crypto import is_version
 from whistle.core.errors import WhistleError
@@ -44,6 +61,14 @@ MAX_LINE = 4 * 1024 * 1024
 MAX_MANIFEST = 16 * 1024 * 1024
 MAX_SECRETS = 64 * 1024
 _HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+# The blobs' members (see the module docstring): the format's own tables, not the models.
+CHUNK_SIZE = 512 * 1024
+_FORMAT = MetaData()
+BLOBS = Table("blobs", _FORMAT, Column("id", String(32), primary_key=True),
+              Column("size", Integer, nullable=False))
+BLOB_CHUNKS = Table("blob_chunks", _FORMAT, Column("blob_id", String(32), primary_key=True),
+                    Column("seq", Integer, primary_key=True),
+                    Column("data", LargeBinary, nullable=False))
 
 
 class BackupError(WhistleError):
@@ -55,9 +80,42 @@ def member_name(table: str) -> str:
     return f"tables/{table}.jsonl"
 
 
-def tables() -> list[Table]:
-    """The schema's tables, parents before children (the order rows are restored in)."""
+def schema_tables() -> list[Table]:
+    """Every table of the database schema, the blob store's included, parents first."""
     return list(Base.metadata.sorted_tables)
+
+
+def row_tables(store_tables: Collection[str]) -> list[Table]:
+    """The schema's tables a backup carries as rows, parents before children (the order rows
+    are restored in): all but ``store_tables``, which the blob store keeps to itself."""
+    return [t for t in schema_tables() if t.name not in store_tables]
+
+
+def member_tables(store_tables: Collection[str]) -> list[Table]:
+    """Every table a backup holds a member for: the blobs' two, then the rows' tables."""
+    return [BLOBS, BLOB_CHUNKS, *row_tables(store_tables)]
+
+
+def rechunk(pieces: Iterable[bytes], size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """A blob's bytes as the format cuts them: ``size`` bytes a piece, the last shorter, and one
+    empty piece for an empty blob. The same bytes give the same pieces whatever the store's own
+    piece sizes, so a backup's hashes do not depend on the backend."""
+    buf = bytearray()
+    emitted = False
+    for piece in pieces:
+        if not buf and len(piece) == size:
+            emitted = True
+            yield piece  # already the format's size: no copy
+            continue
+        buf += piece
+        while len(buf) >= size:
+            with memoryview(buf) as view:
+                chunk = bytes(view[:size])
+            del buf[:size]
+            emitted = True
+            yield chunk
+    if buf or not emitted:
+        yield bytes(buf)
 
 
 def rows_sha256(entries: list[dict[str, Any]]) -> str:
@@ -137,9 +195,9 @@ class BlobCheck:
 
     def feed(self, table: str, row: Mapping[Any, Any]) -> None:
         """Look at one row of any table, in primary-key order."""
-        if table == "blobs":
+        if table == BLOBS.name:
             self.sizes[row["id"]] = row["size"]
-        elif table == "blob_chunks":
+        elif table == BLOB_CHUNKS.name:
             count, total = self.seen.get(row["blob_id"], (0, 0))
             if row["seq"] != count:
                 raise BackupError(f"blob {row['blob_id']}: chunk {row['seq']} where {count} belongs")
@@ -172,10 +230,14 @@ class TableEntry:
 
 
 class BackupReader:
-    """Opens a backup and checks its structure, manifest and schema before any row is read."""
+    """Opens a backup and checks its structure, manifest and schema before any row is read.
 
-    def __init__(self, path: Path) -> None:
+    ``store_tables`` are the blob store's own tables (``BlobStore.tables``), which a backup does
+    not carry as rows."""
+
+    def __init__(self, path: Path, store_tables: Collection[str]) -> None:
         self.path = path
+        self.tables = member_tables(store_tables)
         try:
             self._zip = zipfile.ZipFile(path, "r")
         except (OSError, zipfile.BadZipFile) as exc:
@@ -214,7 +276,7 @@ class BackupReader:
             all_rows, secrets_sha = doc["rows_sha256"], doc["secrets_sha256"]
         except (KeyError, TypeError) as exc:
             raise BackupError(f"backup manifest is malformed: missing {exc}") from exc
-        expected = {t.name: [c.name for c in t.columns] for t in tables()}
+        expected = {t.name: [c.name for c in t.columns] for t in self.tables}
         if set(self.entries) != set(expected):
             raise BackupError(f"backup tables {sorted(self.entries)} are not this version of whistle's "
                               f"{sorted(expected)}")
@@ -270,7 +332,7 @@ class BackupReader:
     def validate(self) -> None:
         """Read and decode every row, check every hash and every blob; change nothing."""
         blobs = BlobCheck()
-        for table in tables():
+        for table in self.tables:
             for _ in self.rows(table, blobs):
                 pass
         if blobs.finish() != self.blob_stats:

@@ -12,18 +12,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from whistle.core.enums import Channel, ItemKind, Outcome, Status
 from whistle.core.errors import WhistleError
 from whistle.core.replies import RepliesError, SealedReply
 from whistle.server import audit
+from whistle.server.blobstore import blob_store, read_bytes
 from whistle.server.intake import ChunkSource, add_item, today
-from whistle.server.models import OUTCOMES, STATUSES, Blob, BlobChunk, Item, Report
-from whistle.server.storage import read_blob
+from whistle.server.models import Item, Report
 
 SORTS = ("received", "updated", "status")
-FILTERS = ("all", "open", "overdue", *STATUSES)
+FILTERS = ("all", "open", "overdue", *(s.value for s in Status))
 
 
 class CaseError(WhistleError):
@@ -58,9 +59,10 @@ class CaseRow:
     id: str
     received_on: dt.date
     updated_on: dt.date
-    status: str
-    outcome: str | None
-    sealed_by: str
+    status: Status
+    outcome: Outcome | None
+    # A code this version may not know (a channel added later): kept as text, shown as it is.
+    channel: Channel | str
     new_messages: int
     replies: int
     ack_due: dt.date
@@ -81,17 +83,18 @@ class CasePage:
     pages: int
 
 
-OPEN_STATUSES = tuple(s for s in STATUSES if s != "closed")
+OPEN_STATUSES = tuple(s.value for s in Status if s is not Status.CLOSED)
 
 
 def _filter(query, status: str, deadlines: Deadlines, day: dt.date, *,  # type: ignore[no-untyped-def]
             ranges: bool = True):
     if status == "open":
-        # The same rows either way (a status is always one of STATUSES). As ranges of the
+        # The same rows either way (a status is always a Status). As ranges of the
         # (status, …) indexes, PostgreSQL counts them, and pages them in status order, from the
         # index alone; ``!= 'closed'`` lets a date sort walk its (date, id, status) index in order
         # instead of sorting (bench/case_list.py).
-        return query.where(Report.status.in_(OPEN_STATUSES) if ranges else Report.status != "closed")
+        return query.where(Report.status.in_(OPEN_STATUSES) if ranges
+                           else Report.status != Status.CLOSED.value)
     if status == "overdue":
         ack_cut = day - dt.timedelta(days=deadlines.ack_days)
         feedback_cut = add_months(day, -deadlines.feedback_months)
@@ -100,11 +103,11 @@ def _filter(query, status: str, deadlines: Deadlines, day: dt.date, *,  # type: 
         return query.where(
             Report.status.in_(OPEN_STATUSES),
             Report.received_on < max(ack_cut, feedback_cut),
-            or_(and_(Report.status == "received", Report.received_on < ack_cut),
+            or_(and_(Report.status == Status.RECEIVED.value, Report.received_on < ack_cut),
                 and_(Report.received_on < feedback_cut, Report.replies == 0)),
         )
-    if status in STATUSES:
-        return query.where(Report.status == status)
+    if status in tuple(Status):
+        return query.where(Report.status == Status(status).value)
     if status != "all":
         raise CaseError(f"unknown filter {status!r}")
     return query
@@ -135,14 +138,22 @@ def list_cases(session: Session, *, status: str = "open", sort: str = "received"
     rows = []
     for r in reports:
         ack_due, feedback_due = deadlines.ack_due(r.received_on), deadlines.feedback_due(r.received_on)
+        status = Status(r.status)
         rows.append(CaseRow(
-            id=r.id, received_on=r.received_on, updated_on=r.updated_on, status=r.status,
-            outcome=r.outcome, sealed_by=r.sealed_by, new_messages=r.new_messages,
-            replies=r.replies, ack_due=ack_due, feedback_due=feedback_due,
-            ack_overdue=r.status == "received" and day > ack_due,
-            feedback_overdue=r.status != "closed" and r.replies == 0 and day > feedback_due,
+            id=r.id, received_on=r.received_on, updated_on=r.updated_on, status=status,
+            outcome=Outcome(r.outcome) if r.outcome else None, channel=_channel(r.channel),
+            new_messages=r.new_messages, replies=r.replies, ack_due=ack_due,
+            feedback_due=feedback_due, ack_overdue=status is Status.RECEIVED and day > ack_due,
+            feedback_overdue=status is not Status.CLOSED and r.replies == 0 and day > feedback_due,
         ))
     return CasePage(rows=rows, total=total, page=page, pages=pages)
+
+
+def _channel(code: str) -> Channel | str:
+    try:
+        return Channel(code)
+    except ValueError:
+        return code
 
 
 def get_case(session: Session, report_id: str) -> Report:
@@ -158,19 +169,19 @@ def get_case(session: Session, report_id: str) -> Report:
 
 def set_status(session: Session, report_id: str, status: str, outcome: str | None, actor: str) -> None:
     """Change a case's status (closing needs an outcome); recorded in the audit log."""
-    if status not in STATUSES:
+    if status not in tuple(Status):
         raise CaseError(f"unknown status {status!r}")
-    if status == "closed" and outcome not in OUTCOMES:
+    if status == Status.CLOSED and outcome not in tuple(Outcome):
         raise CaseError("closing a case needs an outcome from the list")
     report = get_case(session, report_id)
     old = report.status
-    report.status = status
-    report.outcome = outcome if status == "closed" else None
-    if status != "received" and report.acknowledged_on is None:
+    report.status = Status(status).value
+    report.outcome = Outcome(outcome).value if status == Status.CLOSED and outcome else None
+    if status != Status.RECEIVED and report.acknowledged_on is None:
         report.acknowledged_on = today()
     report.updated_on = today()
     audit.record(session, actor, audit.STATUS_CHANGE, report_id,
-                 f"{old} -> {status}" + (f" ({outcome})" if status == "closed" else ""))
+                 f"{old} -> {status}" + (f" ({outcome})" if status == Status.CLOSED else ""))
 
 
 def delete_case(session: Session, report_id: str, actor: str) -> None:
@@ -180,8 +191,7 @@ def delete_case(session: Session, report_id: str, actor: str) -> None:
     blob_ids += [a.blob_id for i in report.items for a in i.attachments]
     session.delete(report)
     session.flush()
-    session.execute(delete(BlobChunk).where(BlobChunk.blob_id.in_(blob_ids)))
-    session.execute(delete(Blob).where(Blob.id.in_(blob_ids)))
+    blob_store(session).delete(session, blob_ids)
     audit.record(session, actor, audit.CASE_DELETE, report_id, "")
 
 
@@ -190,11 +200,11 @@ def next_seq(session: Session, report_id: str) -> int:
 
 
 def add_message(session: Session, report_id: str, sealed: bytes, attachments: Iterable[ChunkSource],
-                sealed_by: str) -> Item:
-    """A source's follow-up message (sealed to the unit) on its own case."""
+                channel: Channel) -> Item:
+    """A source's follow-up message (sealed to the unit) on its own case, as it came in."""
     report = get_case(session, report_id)
-    item = add_item(session, report, seq=next_seq(session, report_id), kind="message",
-                    sealed_envelope=sealed, attachments=attachments, sealed_by=sealed_by)
+    item = add_item(session, report, seq=next_seq(session, report_id), kind=ItemKind.MESSAGE,
+                    sealed_envelope=sealed, attachments=attachments, channel=channel)
     report.updated_on = today()
     return item
 
@@ -207,18 +217,18 @@ def import_replies(session: Session, replies: list[SealedReply], actor: str) -> 
             raise RepliesError(f"reply {number}: no report {reply.report_id} on this server")
         if report.source_public_key != reply.recipient:
             raise RepliesError(f"reply {number}: not sealed to report {reply.report_id}'s source key")
-        existing = {hashlib.sha256(read_blob(session, i.envelope_blob_id)).hexdigest()
-                    for i in report.items if i.kind == "reply"}
+        existing = {hashlib.sha256(read_bytes(session, i.envelope_blob_id)).hexdigest()
+                    for i in report.items if i.kind == ItemKind.REPLY}
         if reply.digest in existing:
             raise RepliesError(f"reply {number}: already imported")
     for reply in replies:
         report = get_case(session, reply.report_id)
-        add_item(session, report, seq=next_seq(session, reply.report_id), kind="reply",
-                 sealed_envelope=reply.sealed, attachments=(), sealed_by="unit")
+        add_item(session, report, seq=next_seq(session, reply.report_id), kind=ItemKind.REPLY,
+                 sealed_envelope=reply.sealed, attachments=(), channel=None)
         report.updated_on = today()
-        if report.status == "received":
+        if report.status == Status.RECEIVED:
             # A reply is the acknowledgement the source is waiting for.
-            report.status, report.acknowledged_on = "acknowledged", today()
+            report.status, report.acknowledged_on = Status.ACKNOWLEDGED.value, today()
         session.flush()
     audit.record(session, actor, audit.REPLIES_UPLOAD, None,
                  f"{len(replies)} repl{'y' if len(replies) == 1 else 'ies'} for "
@@ -227,8 +237,8 @@ def import_replies(session: Session, replies: list[SealedReply], actor: str) -> 
 
 
 def reply_items(report: Report) -> list[Item]:
-    return [i for i in report.items if i.kind == "reply"]
+    return [i for i in report.items if i.kind == ItemKind.REPLY]
 
 
-__all__ = ["CaseError", "CasePage", "CaseRow", "Deadlines", "FILTERS", "OUTCOMES", "SORTS",
+__all__ = ["CaseError", "CasePage", "CaseRow", "Deadlines", "FILTERS", "SORTS",
            "add_message", "delete_case", "get_case", "import_replies", "list_cases", "set_status"]

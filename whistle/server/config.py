@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from whistle.core.enums import Language
 from whistle.core.errors import WhistleError
 
 
@@ -31,7 +32,8 @@ DEFAULT_CATEGORIES: tuple[tuple[str, str], ...] = (
     ("corruption", N_("Corruption")),
     ("other", N_("Other")),
 )
-LANGUAGES = ("es", "en")
+# The site's languages (core.enums.Language), the default first.
+LANGUAGES: tuple[str, ...] = tuple(lang.value for lang in Language)
 _CODE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 

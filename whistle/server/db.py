@@ -13,7 +13,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from whistle.server.blobstore import SESSION_INFO_KEY, BlobStore
 from whistle.server.models import Base
+from whistle.server.storage import DatabaseBlobStore
 
 
 def make_engine(url: str) -> Engine:
@@ -93,8 +95,10 @@ def checkpoint_wal(engine: Engine) -> bool:
     return not busy
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def make_sessionmaker(engine: Engine, blobs: BlobStore | None = None) -> sessionmaker[Session]:
+    """Sessions on ``engine`` that carry the blob store (``blobstore.blob_store(session)``):
+    ``blobs``, or the database store, the only one so far."""
+    return sessionmaker(engine, expire_on_commit=False, info={SESSION_INFO_KEY: blobs or DatabaseBlobStore()})
 
 
 def create_schema(engine: Engine) -> None:

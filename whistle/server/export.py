@@ -18,9 +18,10 @@ from whistle.core.bundle import (
     envelope_member,
 )
 from whistle.core.crypto import b64encode
+from whistle.core.enums import ItemKind
+from whistle.server.blobstore import blob_store
 from whistle.server.intake import today
 from whistle.server.models import Item, Report
-from whistle.server.storage import iter_blob
 
 
 @dataclass(frozen=True)
@@ -50,34 +51,36 @@ def export_bundle(
         if report_ids is not None:
             query = query.where(Report.id.in_(report_ids))
         reports = session.scalars(query).all()
+        blobs = blob_store(session)
         writer = BundleWriter(out, created_on=today().isoformat(), unit_fingerprint=unit_fingerprint)
         exported: list[str] = []
         messages: dict[str, list[str]] = {}
         try:
             for report in reports:
                 # Replies are sealed by the unit to the source; the unit has no use for them.
-                items = [i for i in report.items if i.kind != "reply" and (include_all or not i.exported)]
+                items = [i for i in report.items
+                         if i.kind != ItemKind.REPLY and (include_all or not i.exported)]
                 if not items:
                     continue
                 entry = BundleReport(
                     id=report.id, received_on=report.received_on.isoformat(), status=report.status,
-                    sealed_by=report.sealed_by,
+                    channel=report.channel,
                     source_public_key=b64encode(report.source_public_key),
                 )
                 for item in items:
-                    writer.add_member(envelope_member(item.id), iter_blob(session, item.envelope_blob_id))
+                    writer.add_member(envelope_member(item.id), blobs.read(session, item.envelope_blob_id))
                     names = []
                     for index, att in enumerate(item.attachments):
                         name = attachment_member(item.id, index)
-                        writer.add_member(name, iter_blob(session, att.blob_id))
+                        writer.add_member(name, blobs.read(session, att.blob_id))
                         names.append(name)
                     entry.items.append(BundleItem(
                         id=item.id, seq=item.seq, kind=item.kind,
-                        created_on=item.created_on.isoformat(), sealed_by=item.sealed_by,
+                        created_on=item.created_on.isoformat(), channel=item.channel,
                         envelope=envelope_member(item.id), attachments=names,
                     ))
                     exported.append(item.id)
-                    if item.kind == "message":
+                    if item.kind == ItemKind.MESSAGE:
                         messages.setdefault(report.id, []).append(item.id)
                 writer.add_report(entry)
             writer.close()

@@ -58,6 +58,8 @@ BACKOFF_FORGET_SECONDS = 15 * 60
 # form); larger posts carry the proof of work in the X-Whistle-PoW header.
 POW_FIELD_MAX_BODY = 64 * 1024
 POW_HEADER = "X-Whistle-PoW"
+# A refused JavaScript-off report this small gets its text back in the form (see _refuse).
+REFILL_MAX_BODY = 256 * 1024
 
 
 def instance_key(name: str) -> str:
@@ -230,13 +232,19 @@ def _refuse(purpose: str, status: int, code: str, message: str,
         from whistle.server.web.source.forms import SubmitForm
 
         state = get_state()
+        # A source who wrote a long report with JavaScript off must not lose it to a wait. A small
+        # body (the text, no attachment) is read back into the form — the production worker has
+        # it in memory already; a larger one is left unread and the form comes back empty.
+        length = request.content_length
+        small = length is not None and length <= REFILL_MAX_BODY
+        form = SubmitForm(formdata=request.form if small else None)
         response = make_response(render_template(
-            "submit.html", form=SubmitForm(formdata=None), notice=message,
+            "submit.html", form=form, notice=message,
             fingerprint=state.unit_key.fingerprint(), max_upload_mb=state.config.max_upload_mb,
         ), status)
     else:
         # The message form lives on the case page: back there, with the reason on top.
-        flash(message)
+        flash(message, "error")  # refused: the message was not sent
         response = redirect(url_for("source.case"), 303)
     if wait:
         response.headers["Retry-After"] = str(wait)

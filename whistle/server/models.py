@@ -24,13 +24,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-STATUSES = ("received", "acknowledged", "investigating", "closed")
-# Why a case was closed: a short, fixed list so the source sees a clear answer.
-OUTCOMES = ("substantiated", "not_substantiated", "referred", "insufficient_information",
-            "duplicate", "out_of_scope")
-# browser/server: who sealed a source's report or message; unit: a reply from the workstation.
-SEALED_BY = ("browser", "server", "unit")
-ITEM_KINDS = ("report", "message", "reply")
+from whistle.core.enums import Status
+
+# The vocabularies of status, outcome, kind and channel columns are whistle.core.enums (Status,
+# Outcome, ItemKind, Channel); the columns hold their values as plain text.
 
 
 class Base(DeclarativeBase):
@@ -71,17 +68,18 @@ class Report(Base):
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     received_on: Mapped[dt.date] = mapped_column(Date, nullable=False)
-    status: Mapped[str] = mapped_column(String(20), nullable=False, default="received")
+    status: Mapped[str] = mapped_column(String(20), nullable=False, default=Status.RECEIVED.value)
     outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
     acknowledged_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
     # The last day anything happened on the case (status, reply, message), shown to the source.
     updated_on: Mapped[dt.date] = mapped_column(Date, nullable=False)
-    sealed_by: Mapped[str] = mapped_column(String(10), nullable=False)
+    # How the report came in (core.enums.Channel): shown to the unit, exported in the manifest.
+    channel: Mapped[str] = mapped_column(String(16), nullable=False)
     # SHA-256 of the login key derived from the passphrase: one indexed lookup per login.
     login_hash: Mapped[bytes] = mapped_column(LargeBinary(32), nullable=False, unique=True)
     source_public_key: Mapped[bytes] = mapped_column(LargeBinary(32), nullable=False)
     # Counters for the case list, so it needs no subquery over items per case. Changed only where
-    # items are added (submissions.add_item) and marked exported (export.export_bundle).
+    # items are added (intake.add_item) and marked exported (export.export_bundle).
     replies: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     new_messages: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     items: Mapped[list[Item]] = relationship(
@@ -104,7 +102,8 @@ class Item(Base):
     seq: Mapped[int] = mapped_column(Integer, nullable=False)
     kind: Mapped[str] = mapped_column(String(10), nullable=False)
     created_on: Mapped[dt.date] = mapped_column(Date, nullable=False)
-    sealed_by: Mapped[str] = mapped_column(String(10), nullable=False)
+    # How a source's report or message came in; None for a reply (the unit's, not intake).
+    channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
     exported: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     envelope_blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id"), nullable=False)
     report: Mapped[Report] = relationship(back_populates="items")

@@ -52,15 +52,14 @@ from limits.storage import Storage, storage_from_string
 from werkzeug.exceptions import RequestEntityTooLarge, TooManyRequests
 from werkzeug.wrappers import Response as BaseResponse
 
+from whistle.server import upload_policy
 from whistle.server.state import get_state
 from whistle.server.storage import DiskFullError, translate_disk_full
+from whistle.server.upload_policy import QuotaKind
 
 MB = 1024 * 1024
 HOUR = 3600
 DAY = 86400
-# Anonymous submissions (form and API) and a logged-in source's messages (form and API).
-SUBMIT_ENDPOINTS = frozenset({"source.submit", "source.api_submit"})
-MESSAGE_ENDPOINTS = frozenset({"source.case", "source.api_message"})
 # The global quota is charged as bytes arrive, in steps this large (one counter update each).
 GLOBAL_STEP = MB
 # How long a client is asked to wait after a full disk: long enough for an operator to act.
@@ -176,13 +175,14 @@ def _wait_words(seconds: int) -> str:
                         "Nothing was stored. Please try again in %(num)d minutes.", minutes))
 
 
-def _charges(endpoint: str, declared: int) -> list[Charge] | BaseResponse:
+def _charges(kind: QuotaKind, declared: int) -> list[Charge] | BaseResponse:
     """The counters this request must fit in, most specific first; or a refusal (not logged in)."""
     state = get_state()
     quotas, store = state.config.quotas, counters()
     charges: list[Charge] = []
-    if endpoint in MESSAGE_ENDPOINTS:
-        from whistle.server.web.source.followup import TOKEN, current_source
+    if kind == "message":
+        from whistle.server.source_sessions import SESSION_TOKEN as TOKEN
+        from whistle.server.source_sessions import current_source
 
         current = current_source()
         if current is None:
@@ -193,7 +193,7 @@ def _charges(endpoint: str, declared: int) -> list[Charge] | BaseResponse:
             from flask import session
 
             session.pop(TOKEN, None)
-            flash(message)
+            flash(message, "warning")
             return redirect(url_for("source.followup"))
         case = "case:" + current[0]
         charges += [Charge(store.key("cm", case, DAY), 1, quotas.case_messages_per_day, DAY),
@@ -250,8 +250,10 @@ def _csrf_precheck() -> None:
 def check_quota() -> BaseResponse | None:
     """``before_request``, ahead of CSRF and the limiter: admit an upload on its declared length
     or refuse it without touching ``request.stream`` (411, 413, 429 with Retry-After)."""
-    endpoint = request.endpoint or ""
-    if request.method != "POST" or endpoint not in SUBMIT_ENDPOINTS | MESSAGE_ENDPOINTS:
+    # The quota is declared on the view with uploads.accepts(…, quota=…) (upload_policy.py):
+    # "submit" for anonymous reports (form and API), "message" for a logged-in source's messages.
+    declaration = upload_policy.declared()
+    if request.method != "POST" or declaration is None or declaration.quota is None:
         return None
     if request.headers.get("Transfer-Encoding"):
         # A chunked body declares no size: it cannot be checked against a quota before it is read.
@@ -265,7 +267,7 @@ def check_quota() -> BaseResponse | None:
             "What you sent is larger than this server accepts at once (%(mb)d MB). "
             "Nothing was stored.", mb=largest // MB))
     _csrf_precheck()
-    charges = _charges(endpoint, declared)
+    charges = _charges(declaration.quota, declared)
     if isinstance(charges, BaseResponse):
         return charges
     glob = _global_charge()

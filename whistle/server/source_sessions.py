@@ -183,3 +183,21 @@ def make_store(storage_url: str, prefix: str) -> SourceSessionStore:
     if storage_url.startswith(("redis://", "rediss://", "redis+unix://")):
         return RedisSourceSessionStore(storage_url.replace("redis+unix://", "unix://"), prefix)
     return MemorySourceSessionStore()
+
+
+# The cookie-session key under which a logged-in source's opaque token is kept (never the key).
+SESSION_TOKEN = "source_token"  # noqa: S105 - a session key name, not a secret
+
+
+def current_source() -> tuple[str, UnitSecretKey] | None:
+    """The logged-in source of this request: report id and key, or None (expired, logged out,
+    forged). For the views and for checks that run before them (quotas.py)."""
+    from flask import current_app, session
+
+    token = session.get(SESSION_TOKEN)
+    if not isinstance(token, str):
+        return None
+    # The app's store (state.State.source_sessions), reached without importing state.py, which
+    # imports this module.
+    store: SourceSessionStore = current_app.extensions["whistle"].source_sessions
+    return store.get(token)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from whistle.core.crypto import UnitPublicKey
 from whistle.core.passphrase import DerivationGate
+from whistle.server.blobstore import BlobStore, sessions_blob_store
 from whistle.server.config import Config
 from whistle.server.instance import InstanceSecrets
 from whistle.server.source_sessions import SourceSessionStore
@@ -28,6 +29,11 @@ class State:
     sessions: sessionmaker[Session]
     gate: DerivationGate
     source_sessions: SourceSessionStore
+
+    @property
+    def blobs(self) -> BlobStore:
+        """The blob store: the one every session from ``sessions`` carries."""
+        return sessions_blob_store(self.sessions)
 
 
 def get_state() -> State:

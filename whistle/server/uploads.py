@@ -6,6 +6,9 @@ path those bytes are plaintext, so this module replaces the stream factory: a fi
 the form is encrypted (secretstream, fresh key) the moment its bytes arrive and only ciphertext
 reaches an anonymous spool file. Parts posted to the API are already ciphertext and are spooled as
 they come. Every other endpoint gets a small in-memory buffer and nothing on disk.
+
+Which is which is declared on the view with :func:`accepts` (upload_policy.py), never listed
+here: a new upload page takes its policy with it.
 """
 
 from __future__ import annotations
@@ -22,16 +25,10 @@ from whistle.core.crypto import StreamEncryptor, new_stream_key
 from whistle.server.quotas import ByteBudget, request_budget
 from whistle.server.state import get_state
 from whistle.server.storage import SpoolFile
+from whistle.server.upload_policy import UploadPolicy, accepts, declared
 
-# Endpoints whose file parts arrive as plaintext and must be sealed in memory.
-PLAINTEXT_UPLOAD_ENDPOINTS = frozenset({"source.submit", "source.case"})
-# Endpoints whose file parts arrive already encrypted in the browser.
-CIPHERTEXT_UPLOAD_ENDPOINTS = frozenset({
-    "source.api_submit", "source.api_message", "investigator.upload_replies"})
-# The file fields of the forms on the other endpoints. Any other file part there is dropped: Flask-WTF
-# puts request.files before request.form, so a file posted as "passphrase" or "name" reached a text
-# validator as a FileStorage (a 500). The API views check their parts themselves.
-FORM_FILE_FIELDS = {"source.submit": frozenset({"attachments"}), "source.case": frozenset({"attachments"})}
+__all__ = ["CiphertextSpool", "ClientTooSlow", "EncryptingSpool", "SmallMemoryBuffer", "UploadPolicy",
+           "WhistleRequest", "accepts"]
 _SMALL_LIMIT = 64 * 1024
 
 
@@ -125,9 +122,11 @@ class WhistleRequest(Request):
 
     def _load_form_data(self) -> None:
         super()._load_form_data()
-        endpoint = self.url_rule.endpoint if self.url_rule is not None else None
-        wanted = (None if endpoint in CIPHERTEXT_UPLOAD_ENDPOINTS
-                  else FORM_FILE_FIELDS.get(endpoint or "", frozenset()))
+        # Only the file fields the view declared: Flask-WTF puts request.files before request.form,
+        # so a file posted as "passphrase" or "name" reached a text validator as a FileStorage (a
+        # 500). A view declared without fields (the API) checks its parts itself.
+        declaration = declared()
+        wanted = frozenset() if declaration is None else declaration.fields
         d = self.__dict__
         files = []
         for name, storage in d["files"].items(multi=True):
@@ -148,11 +147,11 @@ class WhistleRequest(Request):
         filename: str | None = None,
         content_length: int | None = None,
     ) -> IO[bytes]:
-        endpoint = self.url_rule.endpoint if self.url_rule is not None else None
+        declaration = declared()
+        if declaration is None:
+            return SmallMemoryBuffer()
         spool_dir = get_state().config.spool_dir
         budget = request_budget()
-        if endpoint in PLAINTEXT_UPLOAD_ENDPOINTS:
+        if declaration.policy is UploadPolicy.PLAINTEXT:
             return EncryptingSpool(spool_dir, budget)  # type: ignore[return-value]
-        if endpoint in CIPHERTEXT_UPLOAD_ENDPOINTS:
-            return CiphertextSpool(spool_dir, budget)  # type: ignore[return-value]
-        return SmallMemoryBuffer()
+        return CiphertextSpool(spool_dir, budget)  # type: ignore[return-value]

@@ -28,6 +28,7 @@ from whistle.core.crypto import (
     decrypt_stream,
     open_envelope,
 )
+from whistle.core.enums import ItemKind, channel_text
 from whistle.core.errors import WhistleError
 from whistle.core.files import atomic_write, safe_join
 
@@ -174,7 +175,7 @@ def _decrypt_report(
     n_atts = 0
     n_items = 0
     for item in report.items:
-        if item.kind == "reply":
+        if item.kind == ItemKind.REPLY:
             continue  # sealed to the source, not to us
         sealed = bundle.read_small(item.envelope)
         advance(len(sealed))
@@ -194,7 +195,7 @@ def _decrypt_report(
                 decrypt_stream(src, dst, ref.key, expected_size=ref.size, progress=advance)
             saved.append(target.name)
             n_atts += 1
-        name = "report.txt" if item.kind == "report" else f"message-{item.seq:03d}.txt"
+        name = "report.txt" if item.kind == ItemKind.REPORT else f"message-{item.seq:03d}.txt"
         text = _render(report, item.kind, item.seq, item.created_on, envelope.category,
                        categories.get(envelope.category, ""), envelope.body, saved)
         atomic_write(_unique(folder, name), text.encode("utf-8"))
@@ -204,12 +205,13 @@ def _decrypt_report(
 
 def _render(report: BundleReport, kind: str, seq: int, day: str, category: str, label: str,
             body: str, saved: list[str]) -> str:
-    lines = [f"Report {report.id}" if kind == "report" else f"Message {seq} on report {report.id}",
+    lines = [f"Report {report.id}" if kind == ItemKind.REPORT else f"Message {seq} on report {report.id}",
              f"Date: {day}"]
-    if kind == "report":
+    if kind == ItemKind.REPORT:
         lines.append(f"Category: {category}" + (f" ({label})" if label else ""))
-        sealer = "the browser" if report.sealed_by == "browser" else "server memory (JavaScript off)"
-        lines.append(f"Encrypted in: {sealer}")
+        # The channel's label and where it was encrypted, in English like the rest of the file,
+        # from the same table the investigators' pages translate (core.enums).
+        lines.append(f"Channel: {channel_text(report.channel)}")
     if saved:
         lines.append("Attachments: " + ", ".join(f"attachments/{n}" for n in saved))
     return "\n".join(lines) + "\n\n" + body + ("\n" if not body.endswith("\n") else "")

@@ -4,9 +4,10 @@
 // BLAKE2b-256(challenge || nonce as 8 bytes little-endian) starts with `difficulty` zero bits.
 //
 // A classic script, loaded with `defer` after the vendored libsodium files (crypto_generichash is
-// BLAKE2b). It offers window.whistlePow.token(purpose) to submit.js (which sends the result in the
-// X-Whistle-PoW header) and takes over forms marked data-pow="login": it fills their hidden `pow`
-// field and then posts them natively. Whatever fails here, the form still posts without the
+// BLAKE2b). It offers window.whistlePow.token(purpose, url) to submit.js (which sends the result
+// in the X-Whistle-PoW header) and takes over forms marked data-pow="login": it fills their hidden
+// `pow` field and then posts them natively. The challenge address comes from the page
+// (data-pow-url, from url_for), never from this file. Whatever fails here, the form still posts without the
 // field: the server then counts it against its per-minute ceiling instead (JavaScript-off rules).
 // Node can `require` this file too (tests/data/js_pow_check.js).
 (function (root) {
@@ -134,14 +135,19 @@
     });
   }
 
-  // Fetches a challenge for `purpose` and solves it: resolves to "challenge.nonce".
-  async function token(purpose) {
+  // Fetches a challenge for `purpose` from `url` (the page's data-pow-url) and solves it:
+  // resolves to "challenge.nonce".
+  async function token(purpose, url) {
+    if (!url) {
+      throw new Error('no proof-of-work address (data-pow-url) on the page');
+    }
     var s = root.sodium;
     if (!s || !s.ready) {
       throw new Error('libsodium did not load');
     }
     await s.ready;
-    var response = await fetch('/api/v1/pow?purpose=' + encodeURIComponent(purpose), {
+    var query = (url.indexOf('?') < 0 ? '?' : '&') + 'purpose=' + encodeURIComponent(purpose);
+    var response = await fetch(url + query, {
       method: 'GET',
       credentials: 'same-origin',
       cache: 'no-store',
@@ -182,7 +188,7 @@
         status.textContent = form.dataset.msgPow || '';
         form.appendChild(status);
         // form.submit() does not fire 'submit' again, and posts whatever the field holds.
-        token(form.dataset.pow).then(function (value) {
+        token(form.dataset.pow, form.dataset.powUrl).then(function (value) {
           field.value = value;
           form.submit();
         }, function (err) {

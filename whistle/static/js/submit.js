@@ -22,11 +22,13 @@
   var receipt = document.getElementById('receipt');
   var receiptPassphrase = document.getElementById('receipt-passphrase');
 
-  var UNIT_KEY_URL = '/api/v1/unit-key';
   // The same script serves the report form (/submit) and the follow-up message form (/case):
-  // data-kind on the form says which envelope to build, which part to send and where.
+  // data-kind on the form says which envelope to build and which part to send; the page gives
+  // the addresses (url_for in the template), so the script never has to know the routes.
   var KIND = form.dataset.kind === 'message' ? 'message' : 'report';
-  var UPLOAD_URL = KIND === 'message' ? '/api/v1/messages' : '/api/v1/reports';
+  var UNIT_KEY_URL = form.dataset.unitKeyUrl || '';
+  var UPLOAD_URL = form.dataset.uploadUrl || '';
+  var POW_URL = form.dataset.powUrl || '';
 
   root.dataset.whistleJs = 'loading';
 
@@ -103,6 +105,10 @@
   function Stop() {}
 
   async function fetchUnitKey(sodium) {
+    if (!UNIT_KEY_URL || !UPLOAD_URL) {
+      // A page without its addresses: refuse rather than guess (and never post the plaintext).
+      throw new Error('the form carries no data-unit-key-url or data-upload-url');
+    }
     var response = await fetch(UNIT_KEY_URL, {
       method: 'GET',
       credentials: 'same-origin',
@@ -155,7 +161,7 @@
     }
     showStatus(msg('pow') || msg('uploading'), 'busy');
     try {
-      return await window.whistlePow.token(KIND === 'message' ? 'message' : 'submit');
+      return await window.whistlePow.token(KIND === 'message' ? 'message' : 'submit', POW_URL);
     } catch (err) {
       logError(err);
       return null;

@@ -99,7 +99,7 @@ def account_disable(account_id: int) -> ResponseReturnValue:
         flash(_("You cannot disable your own account."), "error")
         return redirect(url_for("investigator.accounts_list"), 303)
     account = _change(account_id, audit.ACCOUNT_DISABLE, lambda a: accounts.set_disabled(a, True))[0]
-    flash(_("The account %(name)s is disabled.", name=account.name), "info")
+    flash(_("The account %(name)s is disabled.", name=account.name), "success")
     return redirect(url_for("investigator.accounts_list"), 303)
 
 
@@ -108,7 +108,7 @@ def account_disable(account_id: int) -> ResponseReturnValue:
 def account_enable(account_id: int) -> ResponseReturnValue:
     """Enable a disabled account again."""
     account = _change(account_id, audit.ACCOUNT_ENABLE, lambda a: accounts.set_disabled(a, False))[0]
-    flash(_("The account %(name)s is enabled.", name=account.name), "info")
+    flash(_("The account %(name)s is enabled.", name=account.name), "success")
     return redirect(url_for("investigator.accounts_list"), 303)
 
 

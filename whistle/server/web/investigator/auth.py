@@ -30,6 +30,7 @@ from wtforms.validators import DataRequired, Length, Regexp
 from whistle.server import accounts, audit
 from whistle.server.limits import instance_key, limiter, retry_after
 from whistle.server.models import Investigator
+from whistle.server.source_sessions import SESSION_TOKEN
 from whistle.server.state import get_state
 from whistle.server.web.investigator import bp
 
@@ -39,7 +40,7 @@ SESSION_ID = "inv_id"
 SESSION_VERSION = "inv_version"
 SESSION_SEEN = "inv_seen"
 SESSION_LOGIN = "inv_login"
-SOURCE_TOKEN = "source_token"  # noqa: S105 - the source side's session key name, not a secret
+SOURCE_TOKEN = SESSION_TOKEN  # the source side's session key name
 IDLE_MINUTES = 30
 LIFETIME_MINUTES = 12 * 60
 # Per account name (known or not), counting failed attempts only; and one ceiling for everyone,

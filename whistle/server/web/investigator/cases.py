@@ -24,11 +24,11 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import ngettext
 
+from whistle.core.enums import Outcome, Status
 from whistle.core.replies import MAX_REPLIES_FILE_BYTES, RepliesError, parse_replies
-from whistle.server import audit
+from whistle.server import audit, uploads
 from whistle.server.casework import (
     FILTERS,
-    OUTCOMES,
     SORTS,
     CaseError,
     Deadlines,
@@ -41,9 +41,8 @@ from whistle.server.casework import (
 from whistle.server.db import checkpoint_wal
 from whistle.server.export import export_bundle
 from whistle.server.intake import today
-from whistle.server.models import STATUSES
 from whistle.server.state import get_state
-from whistle.server.uploads import CiphertextSpool
+from whistle.server.uploads import CiphertextSpool, UploadPolicy
 from whistle.server.web.investigator import bp
 from whistle.server.web.investigator.auth import current_investigator, login_required
 
@@ -70,7 +69,7 @@ def case_list() -> ResponseReturnValue:
                             per_page=50, deadlines=_deadlines())
     return render_template("investigator/cases.html", page=result, status=status, sort=sort,
                            order="desc" if descending else "asc", filters=FILTERS,
-                           statuses=STATUSES, outcomes=OUTCOMES, today=today())
+                           statuses=tuple(Status), outcomes=tuple(Outcome), today=today())
 
 
 @bp.get("/case/<report_id>")
@@ -81,12 +80,12 @@ def case_detail(report_id: str) -> ResponseReturnValue:
             report = get_case(db, report_id)
         except CaseError:
             abort(404)
-        items = [{"seq": i.seq, "kind": i.kind, "created_on": i.created_on, "sealed_by": i.sealed_by,
+        items = [{"seq": i.seq, "kind": i.kind, "created_on": i.created_on, "channel": i.channel,
                   "exported": i.exported, "attachments": len(i.attachments)} for i in report.items]
         deadlines = _deadlines()
         return render_template(
-            "investigator/case.html", report=report, items=items, statuses=STATUSES,
-            outcomes=OUTCOMES, ack_due=deadlines.ack_due(report.received_on),
+            "investigator/case.html", report=report, items=items, statuses=tuple(Status),
+            outcomes=tuple(Outcome), ack_due=deadlines.ack_due(report.received_on),
             feedback_due=deadlines.feedback_due(report.received_on))
 
 
@@ -99,9 +98,9 @@ def case_status(report_id: str) -> ResponseReturnValue:
         with get_state().sessions.begin() as db:
             set_status(db, report_id, status, outcome, current_investigator().name)
     except CaseError as exc:
-        flash(str(exc) if str(exc) != "no such case" else _("No such case."))
+        flash(str(exc) if str(exc) != "no such case" else _("No such case."), "error")
         return redirect(url_for("investigator.case_detail", report_id=report_id)), 303
-    flash(_("Status updated."))
+    flash(_("Status updated."), "success")
     return redirect(url_for("investigator.case_detail", report_id=report_id)), 303
 
 
@@ -109,7 +108,7 @@ def case_status(report_id: str) -> ResponseReturnValue:
 @login_required
 def case_delete(report_id: str) -> ResponseReturnValue:
     if request.form.get("confirm") != report_id[:8]:
-        flash(_("To delete a case, type its short id to confirm."))
+        flash(_("To delete a case, type its short id to confirm."), "error")
         return redirect(url_for("investigator.case_detail", report_id=report_id)), 303
     state = get_state()
     try:
@@ -119,7 +118,7 @@ def case_delete(report_id: str) -> ResponseReturnValue:
         abort(404)
     # After the commit: the deleted ciphertext must not linger in SQLite's WAL.
     checkpoint_wal(state.engine)
-    flash(_("The case and all its encrypted files were deleted."))
+    flash(_("The case and all its encrypted files were deleted."), "success")
     return redirect(url_for("investigator.case_list")), 303
 
 
@@ -135,7 +134,7 @@ def download_bundle() -> ResponseReturnValue:
     if scope not in ("selected", "new") or not all(re.fullmatch(r"[0-9a-f]{8,32}", r) for r in selected):
         abort(400)
     if scope == "selected" and not selected:
-        flash(_("Select at least one case, or download everything new."))
+        flash(_("Select at least one case, or download everything new."), "error")
         return redirect(url_for("investigator.case_list")), 303
     fd, tmp = tempfile.mkstemp(prefix=".bundle-", suffix=".zip", dir=state.config.spool_dir)
     os.close(fd)
@@ -167,12 +166,13 @@ def _stream_and_remove(path: str) -> Iterator[bytes]:
 
 @bp.route("/replies", methods=["GET", "POST"])
 @login_required
+@uploads.accepts(UploadPolicy.CIPHERTEXT, fields=("replies",))
 def upload_replies() -> ResponseReturnValue:
     if request.method == "GET":
         return render_template("investigator/replies.html")
     upload = request.files.get("replies")
     if upload is None or not isinstance(upload.stream, CiphertextSpool):
-        flash(_("Choose a replies file made with 'whistle reply' on the workstation."))
+        flash(_("Choose a replies file made with 'whistle reply' on the workstation."), "error")
         return render_template("investigator/replies.html"), 400
     if upload.stream.size > MAX_REPLIES_FILE_BYTES:
         abort(413)
@@ -182,8 +182,10 @@ def upload_replies() -> ResponseReturnValue:
         with get_state().sessions.begin() as db:
             count = import_replies(db, replies, current_investigator().name)
     except RepliesError as exc:
-        flash(_("The replies file was refused and nothing was imported: %(reason)s", reason=str(exc)))
+        flash(_("The replies file was refused and nothing was imported: %(reason)s", reason=str(exc)),
+              "error")
         return render_template("investigator/replies.html"), 400
     flash(ngettext("%(num)d reply imported. The source will see it at their next login.",
-                   "%(num)d replies imported. The sources will see them at their next login.", count))
+                   "%(num)d replies imported. The sources will see them at their next login.", count),
+          "success")
     return redirect(url_for("investigator.case_list")), 303

@@ -6,8 +6,11 @@ from __future__ import annotations
 from flask import jsonify, request
 from flask.typing import ResponseReturnValue
 
+from whistle.core.enums import Channel
+from whistle.server import uploads
 from whistle.server.limits import submission_limits
 from whistle.server.state import get_state
+from whistle.server.uploads import UploadPolicy
 from whistle.server.web.source import bp, common
 
 
@@ -37,7 +40,8 @@ def upload_rejected(exc: common.UploadRejected) -> ResponseReturnValue:
 
 @bp.post("/api/v1/reports")
 @submission_limits
+@uploads.accepts(UploadPolicy.CIPHERTEXT, quota="submit")
 def api_submit() -> ResponseReturnValue:
     sealed, attachments = common.read_sealed_upload("report")
-    passphrase = common.finish_submission(sealed, attachments, "browser", request.form.get("lang", "es"))
-    return jsonify(passphrase=passphrase, sealed_by="browser"), 201
+    receipt = common.file_report(sealed, attachments, Channel.BROWSER, request.form.get("lang", "es"))
+    return jsonify(passphrase=receipt.passphrase, channel=receipt.channel.value), 201

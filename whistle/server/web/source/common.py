@@ -1,15 +1,16 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
 """What the form and API paths share: sealing a form in server memory, checking a browser-sealed
-upload, issuing the passphrase and storing the sealed report."""
+upload, and filing the sealed report through the one intake path (whistle.server.intake)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from flask import abort, request
+from flask import current_app, request
+from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
-from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import FileStorage
+from werkzeug.exceptions import InternalServerError
 
 from whistle.core.crypto import (
     ENVELOPE_BLOCK,
@@ -19,11 +20,12 @@ from whistle.core.crypto import (
     is_plausible_stream_length,
     seal_envelope,
 )
+from whistle.core.enums import Channel, ItemKind, Language
 from whistle.core.errors import WhistleError
-from whistle.core.passphrase import GateBusyError
-from whistle.server.intake import ChunkSource, is_duplicate_login, new_passphrase, store_report
+from whistle.server import intake
 from whistle.server.state import get_state
 from whistle.server.uploads import CiphertextSpool, EncryptingSpool
+from whistle.server.web.source import bp
 
 
 class UploadRejected(WhistleError):
@@ -34,7 +36,7 @@ class UploadRejected(WhistleError):
         self.status, self.code, self.message = status, code, message
 
 
-def seal_form(kind: str, category: str, body: str, files: list[FileStorage]
+def seal_form(kind: ItemKind, category: str, body: str, files: list[FileStorage]
               ) -> tuple[bytes, list[EncryptingSpool]]:
     """Seal a JavaScript-off post: the files were encrypted as they arrived (uploads.py); the
     text and the files' keys go into an envelope sealed here, in memory."""
@@ -54,7 +56,7 @@ def seal_form(kind: str, category: str, body: str, files: list[FileStorage]
                                   size=stream.plaintext_size, key=stream.key))
     # Browsers send textarea line breaks as CRLF in a form post but as LF to JavaScript; LF
     # everywhere makes both paths produce the same envelope.
-    envelope = Envelope(kind=kind, category=category, body=body.replace("\r\n", "\n"),
+    envelope = Envelope(kind=kind.value, category=category, body=body.replace("\r\n", "\n"),
                         attachments=tuple(refs))
     return seal_envelope(envelope, state.unit_key), spools
 
@@ -87,23 +89,23 @@ def read_sealed_upload(part: str) -> tuple[bytes, list[CiphertextSpool]]:
     return b"".join(sealed_part.iter_chunks()), attachments
 
 
-def finish_submission(
-    sealed: bytes, attachments: Sequence[ChunkSource], sealed_by: str, lang: str
-) -> str:
-    """Issue a passphrase, store the report under it; return the passphrase (shown once)."""
+def file_report(sealed: bytes, attachments: Sequence[intake.ChunkSource], channel: Channel,
+                lang: str) -> intake.Receipt:
+    """File a sealed report through the one intake path, with this instance's database and argon2
+    gate; the passphrase is in ``lang`` (Spanish when it is not a language of the site).
+
+    Its failures are answered in one place each: :class:`whistle.core.passphrase.GateBusyError`
+    by the app (503, busy), :class:`whistle.server.intake.IntakeError` by :func:`intake_failed`.
+    """
     state = get_state()
-    lang = lang if lang in ("es", "en") else "es"
-    for _attempt in range(3):
-        try:
-            phrase, keys = new_passphrase(state.gate, state.secrets.argon2, lang)
-        except GateBusyError:
-            abort(503)
-        try:
-            store_report(state.sessions, keys=keys, sealed_envelope=sealed,
-                         attachments=attachments, sealed_by=sealed_by)
-        except IntegrityError as exc:
-            if is_duplicate_login(exc):
-                continue
-            raise
-        return phrase
-    abort(500)
+    return intake.file_report(state.sessions, state.gate, state.secrets.argon2,
+                              sealed_envelope=sealed, attachments=attachments, channel=channel,
+                              language=Language.coerce(lang))
+
+
+@bp.errorhandler(intake.IntakeError)
+def intake_failed(exc: intake.IntakeError) -> ResponseReturnValue:
+    """Nothing was stored: answered like any server fault (a page, or JSON under /api/)."""
+    # The type only: the log must not carry anything of the request.
+    current_app.logger.error("intake failed: %s", type(exc).__name__)
+    return current_app.handle_http_exception(InternalServerError())

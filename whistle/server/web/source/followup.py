@@ -18,25 +18,20 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from whistle.core.crypto import CryptoError, UnitSecretKey, open_envelope
+from whistle.core.enums import Channel, ItemKind
 from whistle.core.passphrase import GateBusyError, PassphraseError
+from whistle.server import uploads
+from whistle.server.blobstore import read_bytes
 from whistle.server.casework import add_message
 from whistle.server.limits import backoff_failed, login_limits, message_limits
 from whistle.server.models import Report
+from whistle.server.source_sessions import SESSION_TOKEN, current_source
 from whistle.server.state import get_state
-from whistle.server.storage import read_blob
+from whistle.server.uploads import UploadPolicy
 from whistle.server.web.source import bp, common
 
 F = TypeVar("F", bound=Callable[..., ResponseReturnValue])
-TOKEN = "source_token"  # noqa: S105 - a session key name, not a secret
-
-
-
-def current_source() -> tuple[str, UnitSecretKey] | None:
-    """The logged-in source's report id and key, or None (expired, logged out, forged)."""
-    token = session.get(TOKEN)
-    if not isinstance(token, str):
-        return None
-    return get_state().source_sessions.get(token)
+TOKEN = SESSION_TOKEN
 
 
 def source_required(view: F) -> F:
@@ -44,7 +39,7 @@ def source_required(view: F) -> F:
     def wrapped(*args: object, **kwargs: object) -> ResponseReturnValue:
         if current_source() is None:
             session.pop(TOKEN, None)
-            flash(_("Your session has ended. Please enter your passphrase again."))
+            flash(_("Your session has ended. Please enter your passphrase again."), "warning")
             return redirect(url_for("source.followup"))
         return view(*args, **kwargs)
     return wrapped  # type: ignore[return-value]
@@ -98,13 +93,14 @@ def logout() -> ResponseReturnValue:
     session.clear()
     if lang:
         session["lang"] = lang
-    flash(_("You have left your report. Close the browser if this computer is shared."))
+    flash(_("You have left your report. Close the browser if this computer is shared."), "info")
     return redirect(url_for("source.index"))
 
 
 @bp.route("/case", methods=["GET", "POST"])
 @source_required
 @message_limits
+@uploads.accepts(UploadPolicy.PLAINTEXT, fields=("attachments",), quota="message")
 def case() -> ResponseReturnValue:
     from whistle.server.web.source.forms import MessageForm
 
@@ -115,12 +111,12 @@ def case() -> ResponseReturnValue:
     status = 200
     if request.method == "POST":
         if form.validate_on_submit():
-            sealed, spools = common.seal_form("message", "", form.body.data or "",
+            sealed, spools = common.seal_form(ItemKind.MESSAGE, "", form.body.data or "",
                                               request.files.getlist("attachments"))
             form.body.data = ""
             with get_state().sessions.begin() as db:
-                add_message(db, report_id, sealed, spools, "server")
-            flash(_("Your message was encrypted and sent."))
+                add_message(db, report_id, sealed, spools, Channel.SERVER_FORM)
+            flash(_("Your message was encrypted and sent."), "success")
             return redirect(url_for("source.case"))
         status = 400
     return render_template("case.html", form=form, fingerprint=get_state().unit_key.fingerprint(),
@@ -137,9 +133,9 @@ def case_view(report_id: str, secret_key: UnitSecretKey) -> dict[str, object]:
         for item in report.items:
             entry: dict[str, object] = {"kind": item.kind, "date": item.created_on,
                                         "attachments": len(item.attachments)}
-            if item.kind == "reply":
+            if item.kind == ItemKind.REPLY:
                 try:
-                    entry["body"] = open_envelope(read_blob(db, item.envelope_blob_id), secret_key).body
+                    entry["body"] = open_envelope(read_bytes(db, item.envelope_blob_id), secret_key).body
                 except CryptoError:
                     # Shown, never skipped: the source must know a reply exists but failed.
                     entry["error"] = True
@@ -149,6 +145,7 @@ def case_view(report_id: str, secret_key: UnitSecretKey) -> dict[str, object]:
 
 @bp.post("/api/v1/messages")
 @message_limits
+@uploads.accepts(UploadPolicy.CIPHERTEXT, quota="message")
 def api_message() -> ResponseReturnValue:
     from flask import jsonify
 
@@ -158,7 +155,7 @@ def api_message() -> ResponseReturnValue:
             "Your session has ended. Please enter your passphrase again.")), 401
     sealed, attachments = common.read_sealed_upload("message")
     with get_state().sessions.begin() as db:
-        add_message(db, current[0], sealed, attachments, "browser")
+        add_message(db, current[0], sealed, attachments, Channel.BROWSER)
     # Shown on the page the script reloads, as after the JavaScript-off post.
-    flash(_("Your message was encrypted and sent."))
-    return jsonify(ok=True, sealed_by="browser"), 201
+    flash(_("Your message was encrypted and sent."), "success")
+    return jsonify(ok=True, channel=Channel.BROWSER.value), 201

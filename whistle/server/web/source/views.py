@@ -6,8 +6,11 @@ from __future__ import annotations
 from flask import render_template, request
 from flask_babel import get_locale
 
+from whistle.core.enums import Channel, ItemKind
+from whistle.server import uploads
 from whistle.server.limits import submission_limits
 from whistle.server.state import get_state
+from whistle.server.uploads import UploadPolicy
 from whistle.server.web.source import bp, common
 
 
@@ -19,6 +22,7 @@ def index() -> str:
 
 @bp.route("/submit", methods=["GET", "POST"])
 @submission_limits
+@uploads.accepts(UploadPolicy.PLAINTEXT, fields=("attachments",), quota="submit")
 def submit() -> tuple[str, int] | str:
     from whistle.server.web.source.forms import SubmitForm
 
@@ -30,9 +34,9 @@ def submit() -> tuple[str, int] | str:
             "submit.html", form=form, fingerprint=state.unit_key.fingerprint(),
             max_upload_mb=state.config.max_upload_mb,
         ), status
-    sealed, spools = common.seal_form("report", form.category.data or "", form.body.data or "",
+    sealed, spools = common.seal_form(ItemKind.REPORT, form.category.data or "", form.body.data or "",
                                       request.files.getlist("attachments"))
     # The plaintext is not needed any more; don't keep it around for the template.
     form.body.data = ""
-    passphrase = common.finish_submission(sealed, spools, "server", str(get_locale()))
-    return render_template("receipt.html", passphrase=passphrase, sealed_by="server")
+    receipt = common.file_report(sealed, spools, Channel.SERVER_FORM, str(get_locale()))
+    return render_template("receipt.html", passphrase=receipt.passphrase, channel=receipt.channel)
