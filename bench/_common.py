@@ -148,7 +148,7 @@ def make_instance(root: Path, *, database_url: str | None = None,
                   extra: dict[str, str] | None = None) -> Instance:
     """Generate a unit key (public half in keys/, as on a server) and create the instance with the
     production argon2 costs (t=3, 64 MiB: whistle.server.instance's defaults)."""
-    from whistle.core.crypto import UnitSecretKey
+    from whistle.core.crypto import UnitSecretKey, UnitSigningKey
     from whistle.server.config import load_config
     from whistle.server.instance import load_or_create_secrets
 
@@ -156,6 +156,7 @@ def make_instance(root: Path, *, database_url: str | None = None,
     keys.mkdir(parents=True)
     key = UnitSecretKey.generate()
     (keys / "unit.pub").write_text(key.public_key.to_file_text())
+    (keys / "unit-sign.pub").write_text(UnitSigningKey.generate().verify_key.to_file_text())
     environ = {
         "WHISTLE_DATA_DIR": str(root / "instance"),
         "WHISTLE_UNIT_KEY": str(keys / "unit.pub"),

@@ -33,7 +33,7 @@ from support import (
 )
 
 from whistle import create_app
-from whistle.core.crypto import UnitSecretKey
+from whistle.core.crypto import UnitKeyFile, UnitSecretKey, UnitSigningKey
 from whistle.server.config import Config, load_config
 from whistle.server.instance import load_or_create_secrets
 
@@ -42,12 +42,14 @@ from whistle.server.instance import load_or_create_secrets
 def workstation(tmp_path: Path) -> Workstation:
     root = tmp_path / "workstation"
     root.mkdir()
-    key = UnitSecretKey.generate()
+    key, signing = UnitSecretKey.generate(), UnitSigningKey.generate()
     key_file = root / "unit.key"
-    key_file.write_text(key.to_encrypted_json(KEY_PASSPHRASE, opslimit=FAST_OPS, memlimit=FAST_MEM))
+    key_file.write_text(UnitKeyFile(key, signing).to_encrypted_json(
+        KEY_PASSPHRASE, opslimit=FAST_OPS, memlimit=FAST_MEM))
     pass_file = root / "passphrase.txt"
     pass_file.write_text(KEY_PASSPHRASE + "\n")
-    return Workstation(secret_key=key, key_file=key_file, passphrase_file=pass_file, root=root)
+    return Workstation(secret_key=key, key_file=key_file, passphrase_file=pass_file, root=root,
+                       signing_key=signing)
 
 
 @pytest.fixture
@@ -65,6 +67,7 @@ def environ(tmp_path: Path, workstation: Workstation, database_url: str | None) 
     keys = tmp_path / "keys"
     keys.mkdir()
     (keys / "unit.pub").write_text(workstation.secret_key.public_key.to_file_text())
+    (keys / "unit-sign.pub").write_text(workstation.signing_key.verify_key.to_file_text())
     backends = {"WHISTLE_DATABASE_URL": database_url} if database_url else {}
     if TEST_REDIS:
         backends["WHISTLE_RATELIMIT_STORAGE"] = TEST_REDIS

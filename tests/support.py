@@ -31,11 +31,12 @@ from whistle.core.crypto import (
     Envelope,
     UnitPublicKey,
     UnitSecretKey,
+    UnitSigningKey,
     encrypt_stream,
     new_stream_key,
     seal_envelope,
 )
-from whistle.core.replies import SealedReply, seal_reply
+from whistle.core.replies import seal_reply
 from whistle.server.casework import import_replies
 from whistle.server.config import Config, load_config
 from whistle.server.export import export_bundle
@@ -60,12 +61,13 @@ GUNICORN_CONF = REPO / "deploy" / "gunicorn.conf.py"
 
 @dataclass
 class Workstation:
-    """The offline side of a test: the unit's secret key and its encrypted key file."""
+    """The offline side of a test: the unit's secret and signing keys and their encrypted key file."""
 
     secret_key: UnitSecretKey
     key_file: Path
     passphrase_file: Path
     root: Path
+    signing_key: UnitSigningKey
 
 
 @contextlib.contextmanager
@@ -223,12 +225,14 @@ def the_report(app: Flask) -> Report:
         return db.scalars(select(Report)).one()
 
 
-def reply(app: Flask, text: str) -> None:
-    """Import a reply to the instance's only report, as ``whistle import-replies`` would."""
+def reply(app: Flask, ws: Workstation, text: str) -> None:
+    """Seal and sign a reply to the instance's only report, as ``whistle reply`` does on the
+    workstation, and import it, as ``whistle import-replies`` does."""
     report = the_report(app)
-    sealed = seal_reply(text, UnitPublicKey(report.source_public_key))
-    with app.extensions["whistle"].sessions.begin() as db:
-        import_replies(db, [SealedReply(report.id, report.source_public_key, sealed)], "tester")
+    state = app.extensions["whistle"]
+    sealed = seal_reply(text, report.id, UnitPublicKey(report.source_public_key), ws.signing_key)
+    with state.sessions.begin() as db:
+        import_replies(db, [sealed], "tester", state.unit_sign_key)
 
 
 # --- Investigators ---------------------------------------------------------------------------

@@ -60,7 +60,7 @@ class Filled:
 
 
 @pytest.fixture
-def filled(app: Flask, clock: Clock, fast_passwords: None) -> Filled:
+def filled(app: Flask, clock: Clock, fast_passwords: None, workstation: Workstation) -> Filled:
     """A report with a two-chunk attachment, a reply, a follow-up message, two accounts and
     audit entries; every text carries a canary."""
     tag = secrets.token_hex(6)
@@ -70,7 +70,7 @@ def filled(app: Flask, clock: Clock, fast_passwords: None) -> Filled:
     resp = post_form(source, body, [(name, "application/pdf", data)])
     phrase = RECEIPT.search(resp.get_data(as_text=True)).group(1)  # type: ignore[union-attr]
     reply_text = f"Respuesta CANARY-REPLY-{tag}"
-    reply(app, reply_text)
+    reply(app, workstation, reply_text)
     assert source_login(source, phrase).status_code == 302
     message = f"Mensaje CANARY-MESSAGE-{tag}"
     resp = source.post("/case", data={"csrf_token": csrf_token(source, "/case"), "body": message},

@@ -182,7 +182,7 @@ def test_browser_followup_roundtrip_reply_and_answer(
     from selenium.webdriver.support.ui import WebDriverWait
 
     from whistle.core.crypto import UnitPublicKey
-    from whistle.core.replies import SealedReply, seal_reply
+    from whistle.core.replies import seal_reply
     from whistle.server.casework import import_replies
 
     driver = make_driver(tmp_path, user_agent=canary["ua"])
@@ -197,9 +197,9 @@ def test_browser_followup_roundtrip_reply_and_answer(
     with make_sessionmaker(engine).begin() as db:
         report = db.get(Report, folder.name)
         assert report is not None
-        sealed = seal_reply(f"Gracias por su denuncia. {reply_canary}",
-                            UnitPublicKey(report.source_public_key))
-        import_replies(db, [SealedReply(report.id, report.source_public_key, sealed)], "alice")
+        sealed = seal_reply(f"Gracias por su denuncia. {reply_canary}", report.id,
+                            UnitPublicKey(report.source_public_key), workstation.signing_key)
+        import_replies(db, [sealed], "alice", workstation.signing_key.verify_key)
     engine.dispose()
 
     # The source comes back, with the passphrase typed sloppily, and reads the reply.

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import struct
+import time
 import unicodedata
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -509,3 +512,82 @@ def test_safe_filename_path_like_input_never_escapes(name: str) -> None:
     result = safe_filename(name)
     assert "/" not in result and "\\" not in result
     assert result not in (".", "..") and result
+
+
+# --------------------------------------------------------------------------- overlapping members
+
+def _local_header(name: str, data: bytes) -> bytes:
+    raw = name.encode()
+    return struct.pack("<4s2B4HL2L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, 0x21,
+                       zlib.crc32(data), len(data), len(data), len(raw), 0) + raw
+
+
+def _raw_zip(body: bytes, entries: list[tuple[str, int, bytes]]) -> bytes:
+    """``body`` followed by a central directory of (name, local header offset, member data)."""
+    directory = b""
+    for name, offset, data in entries:
+        raw = name.encode()
+        directory += struct.pack("<4s4B4HL2L5H2L", b"PK\x01\x02", 20, 3, 20, 0, 0, 0, 0, 0x21,
+                                 zlib.crc32(data), len(data), len(data), len(raw), 0, 0, 0, 0, 0,
+                                 offset) + raw
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(directory),
+                      len(body), 0)
+    return body + directory + end
+
+
+def _overlap_bomb(path: Path, members: int = 60, payload: int = 100_000) -> None:
+    """The classic overlap zip bomb (Fifield), stored: each member's data holds the local headers
+    and data of every member after it, so the same bytes are read ``members`` times. Its manifest
+    lists every member, so only the overlap is wrong."""
+    names = [envelope_member(ITEM_ID)] + [attachment_member(ITEM_ID, n) for n in range(members - 1)]
+    blob, entries = os.urandom(payload), []
+    for name in reversed(names):
+        header = _local_header(name, blob)
+        entries.append((name, len(header), blob))  # offset fixed below
+        blob = header + blob
+    offset, placed = 0, []
+    for name, header_len, data in reversed(entries):
+        placed.append((name, offset, data))
+        offset += header_len
+    manifest = json.dumps(_manifest([_item(attachments=members - 1).__dict__])).encode()
+    placed.append((MANIFEST_NAME, len(blob), manifest))
+    path.write_bytes(_raw_zip(blob + _local_header(MANIFEST_NAME, manifest) + manifest, placed))
+
+
+MANIFEST_NAME = "manifest.json"
+
+
+def test_bundlereader_refuses_overlapping_members(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.zip"
+    _overlap_bomb(path)
+    # Python 3.11's zipfile reads it without complaint (CVE-2024-0450): the attack is real.
+    with zipfile.ZipFile(path) as zf:
+        declared = sum(i.file_size for i in zf.infolist())
+        assert zf.read(attachment_member(ITEM_ID, 57))[-100:] == zf.read(envelope_member(ITEM_ID))[-100:]
+    assert declared > 50 * path.stat().st_size
+    started = time.perf_counter()
+    with pytest.raises(BundleError, match="overlap"):
+        BundleReader(path)
+    elapsed = time.perf_counter() - started
+    print(f"overlap bomb of {path.stat().st_size} bytes declaring {declared} refused in {elapsed:.3f} s")
+    assert elapsed < 2
+
+
+def test_bundlereader_refuses_member_outside_archive(tmp_path: Path) -> None:
+    envelope = b"e" * 1072
+    body = _local_header(envelope_member(ITEM_ID), envelope) + envelope
+    manifest = json.dumps(_manifest([_item(attachments=0).__dict__])).encode()
+    entries = [(envelope_member(ITEM_ID), 0, envelope), (MANIFEST_NAME, len(body), manifest)]
+    good = _raw_zip(body + _local_header(MANIFEST_NAME, manifest) + manifest, entries)
+    (tmp_path / "good.zip").write_bytes(good)
+    BundleReader(tmp_path / "good.zip").close()  # the hand-made zip itself is fine
+    tail = _local_header(MANIFEST_NAME, manifest) + manifest
+    far = [(envelope_member(ITEM_ID), 10**6, envelope), entries[1]]
+    (tmp_path / "far.zip").write_bytes(_raw_zip(body + tail, far))
+    with pytest.raises(BundleError, match="outside the archive|cannot be read"):
+        BundleReader(tmp_path / "far.zip")
+    # Data running into the central directory: the member claims more bytes than precede it.
+    long = [(envelope_member(ITEM_ID), 0, envelope), (MANIFEST_NAME, len(body), manifest + b"x" * 50)]
+    (tmp_path / "long.zip").write_bytes(_raw_zip(body + tail, long))
+    with pytest.raises(BundleError, match="runs past the end|overlap"):
+        BundleReader(tmp_path / "long.zip")

@@ -28,7 +28,7 @@ from support import (
 )
 
 from whistle.core.crypto import UnitPublicKey
-from whistle.core.replies import SealedReply, seal_reply
+from whistle.core.replies import seal_reply
 from whistle.server.casework import import_replies
 from whistle.server.db import make_engine, make_sessionmaker
 from whistle.server.export import export_bundle
@@ -78,8 +78,9 @@ def test_canary_nothing_sensitive_at_rest(live_server: LiveServer, workstation: 
     engine = make_engine(live_server.app_config.database_url)
     with make_sessionmaker(engine).begin() as db:
         for report in db.scalars(select(Report)):
-            sealed = seal_reply(f"Respuesta {reply_canary}", UnitPublicKey(report.source_public_key))
-            import_replies(db, [SealedReply(report.id, report.source_public_key, sealed)], "alice")
+            sealed = seal_reply(f"Respuesta {reply_canary}", report.id,
+                                UnitPublicKey(report.source_public_key), workstation.signing_key)
+            import_replies(db, [sealed], "alice", workstation.signing_key.verify_key)
     engine.dispose()
     status, html = browser.request("/followup")
     data, ctype = multipart([("csrf_token", csrf_from_html(html)), ("passphrase", form_phrase)])

@@ -10,8 +10,9 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
+from support import Workstation
 
-from whistle.core.crypto import UnitPublicKey, UnitSecretKey
+from whistle.core.crypto import UnitPublicKey, UnitSecretKey, UnitSigningKey
 from whistle.core.enums import Channel, ItemKind
 from whistle.core.replies import RepliesError, SealedReply, seal_reply
 from whistle.server.audit import verify
@@ -129,39 +130,60 @@ def test_cases_delete_removes_every_blob(db: Session) -> None:
         delete_case(db, gone.id, "ana")
 
 
-def _reply_for(report: Report, body: str = "Respuesta") -> SealedReply:
-    return SealedReply(report.id, report.source_public_key,
-                       seal_reply(body, UnitPublicKey(report.source_public_key)))
+def _reply_for(report: Report, ws: Workstation, body: str = "Respuesta") -> SealedReply:
+    """Sealed and signed as ``whistle reply`` does with the unit's key file."""
+    return seal_reply(body, report.id, UnitPublicKey(report.source_public_key), ws.signing_key)
 
 
-def test_cases_import_replies_acknowledges_and_audits(db: Session) -> None:
+def test_cases_import_replies_acknowledges_and_audits(db: Session, workstation: Workstation) -> None:
     report = make_report(db, TODAY)
-    assert import_replies(db, [_reply_for(report)], "ana") == 1
+    verify_key = workstation.signing_key.verify_key
+    assert import_replies(db, [_reply_for(report, workstation)], "ana", verify_key) == 1
+    # The unit's signature is stored with the reply: the source's page checks it again.
+    assert len(report.items[-1].signature or b"") == 64
     assert report.status == "acknowledged" and report.acknowledged_on is not None
     assert [i.kind for i in report.items] == ["report", "reply"]
     assert db.scalars(select(AuditEntry)).one().action == "replies_upload"
 
 
-@pytest.mark.parametrize("problem", ["unknown-report", "wrong-key", "already-imported"])
-def test_cases_import_replies_refuses_whole_file(db: Session, problem: str) -> None:
+@pytest.mark.parametrize("problem", ["unknown-report", "wrong-key", "already-imported", "unsigned",
+                                     "forged-signature", "other-signing-key", "moved"])
+def test_cases_import_replies_refuses_whole_file(db: Session, workstation: Workstation,
+                                                 problem: str) -> None:
+    verify_key = workstation.signing_key.verify_key
     good_report = make_report(db, TODAY)
     other = make_report(db, TODAY)
-    good = _reply_for(good_report, "primera")
+    good = _reply_for(good_report, workstation, "primera")
+    genuine = _reply_for(other, workstation, "texto")
+    # A forger: seals a text to the stored source key, with no signature or a made-up one.
+    forged = SealedReply(other.id, other.source_public_key, genuine.sealed, bytes(64))
     if problem == "unknown-report":
-        bad = SealedReply("ffffffffffffffff", other.source_public_key, _reply_for(other).sealed)
+        bad = seal_reply("x", "ffffffffffffffff", UnitPublicKey(other.source_public_key),
+                         workstation.signing_key)
     elif problem == "wrong-key":
-        bad = SealedReply(other.id, good_report.source_public_key, _reply_for(good_report, "x").sealed)
+        bad = seal_reply("x", other.id, UnitPublicKey(good_report.source_public_key),
+                         workstation.signing_key)
+    elif problem == "unsigned":
+        bad = SealedReply(other.id, other.source_public_key, genuine.sealed, b"")
+    elif problem == "forged-signature":
+        bad = forged
+    elif problem == "other-signing-key":
+        bad = seal_reply("x", other.id, UnitPublicKey(other.source_public_key),
+                         UnitSigningKey.generate())
+    elif problem == "moved":  # the unit's reply to one case, presented as another's
+        bad = SealedReply(other.id, good_report.source_public_key, good.sealed, good.signature)
     else:
-        bad = _reply_for(other, "dup")
-        import_replies(db, [bad], "ana")  # the same file uploaded twice
+        bad = _reply_for(other, workstation, "dup")
+        import_replies(db, [bad], "ana", verify_key)  # the same file uploaded twice
     replies_before = db.scalar(select(func.count()).select_from(Item).where(Item.kind == "reply"))
-    with pytest.raises(RepliesError):
-        import_replies(db, [good, bad], "ana")
+    with pytest.raises(RepliesError, match="reply 2"):
+        import_replies(db, [good, bad], "ana", verify_key)
     assert db.scalar(select(func.count()).select_from(Item).where(Item.kind == "reply")) == replies_before
 
 
 
-def test_cases_counters_follow_add_item_export_and_replies(app: Flask, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cases_counters_follow_add_item_export_and_replies(app: Flask, tmp_path,  # type: ignore[no-untyped-def]
+                                                         workstation: Workstation) -> None:
     """reports.replies / new_messages (the case list's counters) follow every way items come and
     go: add_item, add_message, an export (only messages not exported before count out; a second
     export of everything changes nothing), import_replies."""
@@ -195,5 +217,6 @@ def test_cases_counters_follow_add_item_export_and_replies(app: Flask, tmp_path)
     with state.sessions.begin() as s:
         r = s.get(Report, rid)
         assert r is not None
-        import_replies(s, [_reply_for(r, "una"), _reply_for(r, "otra")], "ana")
+        import_replies(s, [_reply_for(r, workstation, "una"), _reply_for(r, workstation, "otra")], "ana",
+                       workstation.signing_key.verify_key)
     assert counters(rid) == (2, 0)

@@ -27,19 +27,19 @@ from support import (
 )
 
 from whistle import cli
-from whistle.core.crypto import UnitPublicKey, UnitSecretKey
+from whistle.core.crypto import UnitKeyFile, UnitPublicKey, UnitSecretKey, UnitVerifyKey
 from whistle.server.config import Config
 
 
 @pytest.fixture
 def fast_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """keygen's argon2 cost (256 MiB) lowered for the test only."""
-    original = UnitSecretKey.to_encrypted_json
+    original = UnitKeyFile.to_encrypted_json
 
-    def cheap(self: UnitSecretKey, passphrase: str, **_: int) -> str:
+    def cheap(self: UnitKeyFile, passphrase: str, **_: int) -> str:
         return original(self, passphrase, opslimit=FAST_OPS, memlimit=FAST_MEM)
 
-    monkeypatch.setattr(UnitSecretKey, "to_encrypted_json", cheap)
+    monkeypatch.setattr(UnitKeyFile, "to_encrypted_json", cheap)
 
 
 def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
@@ -55,9 +55,13 @@ def test_keygen_writes_public_and_encrypted_private_key(tmp_path: Path, fast_key
     pass_file.write_text("a long enough key passphrase\n")
     assert cli.main(["keygen", "--dir", str(tmp_path / "ws"), "--passphrase-file", str(pass_file)]) == 0
     pub = UnitPublicKey.load(tmp_path / "ws" / "unit.pub")
-    secret = UnitSecretKey.load_encrypted(tmp_path / "ws" / "unit.key", "a long enough key passphrase")
+    sign_pub = UnitVerifyKey.load(tmp_path / "ws" / "unit-sign.pub")
+    keys = UnitKeyFile.load_encrypted(tmp_path / "ws" / "unit.key", "a long enough key passphrase")
+    secret = keys.secret_key
     assert secret.public_key == pub
-    assert pub.fingerprint() in capsys.readouterr().out
+    assert keys.require_signing_key().verify_key == sign_pub
+    out = capsys.readouterr().out
+    assert pub.fingerprint() in out and f"signing key fingerprint: {sign_pub.fingerprint()}" in out
     assert "a long enough" not in (tmp_path / "ws" / "unit.key").read_text()
     assert (tmp_path / "ws" / "unit.key").stat().st_mode & 0o077 == 0
 
@@ -131,7 +135,7 @@ def test_decrypt_wrong_passphrase_one_line_exit_1_nothing_written(
 
 
 @pytest.mark.parametrize("damage", ["flip-attachment", "truncate-zip", "wrong-key"])
-def test_decrypt_damaged_bundle_one_line_exit_1_no_partial_output(
+def test_decrypt_damaged_bundle_strict_exit_1_else_quarantine(
     client: FlaskClient, app: Flask, workstation: Workstation, environ: dict[str, str],
     tmp_path: Path, damage: str
 ) -> None:
@@ -150,12 +154,25 @@ def test_decrypt_damaged_bundle_one_line_exit_1_no_partial_output(
         key_file.write_text(UnitSecretKey.generate().to_encrypted_json(
             KEY_PASSPHRASE, opslimit=FAST_OPS, memlimit=FAST_MEM))
     out = tmp_path / "out"
-    result = run_cli(["decrypt", str(bundle), "--key", str(key_file), "--out", str(out),
-                      "--passphrase-file", str(workstation.passphrase_file)])
+    args = ["decrypt", str(bundle), "--key", str(key_file), "--out", str(out),
+            "--passphrase-file", str(workstation.passphrase_file)]
+    # --strict: all or nothing.
+    result = run_cli([*args, "--strict"])
     assert result.returncode == 1
     assert result.stderr.startswith("whistle: ") and result.stderr.strip().count("\n") == 0
     assert "Traceback" not in result.stderr
     assert not out.exists() or list(out.iterdir()) == [], "partial output left behind"
+    # Without it, a damaged attachment is quarantined and the rest written (exit status 3); an
+    # unreadable bundle or a key that opens nothing still writes nothing (exit status 1).
+    result = run_cli(args)
+    assert "Traceback" not in result.stderr
+    if damage == "flip-attachment":
+        assert result.returncode == 3, result.stderr
+        assert "attachment 0 \"a.bin\": member items/" in result.stderr
+        assert len(report_folders(out)) == 2 and (out / "QUARANTINE.txt").exists()
+    else:
+        assert result.returncode == 1 and result.stderr.strip().count("\n") == 0
+        assert not out.exists() or list(out.iterdir()) == [], "partial output left behind"
 
 
 def test_add_investigator_prints_credentials_and_account_logs_in(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from nacl.public import SealedBox
 from sqlalchemy import select
 from support import (
     Workstation,
@@ -24,15 +25,24 @@ from support import (
     the_report,
 )
 
-from whistle.core.crypto import UnitPublicKey
-from whistle.core.replies import seal_reply
-from whistle.server.casework import set_status
+from whistle.core.crypto import Envelope, UnitPublicKey, UnitSecretKey, UnitSigningKey, seal_envelope
+from whistle.core.enums import ItemKind
+from whistle.core.replies import (
+    ReplyEnvelope,
+    SealedReply,
+    open_reply,
+    reply_signed_bytes,
+    seal_reply,
+)
+from whistle.server.casework import import_replies, set_status
+from whistle.server.intake import add_item
 from whistle.server.models import Item, Report
 
 
-def test_followup_login_shows_status_dates_and_reply(client: FlaskClient, app: Flask) -> None:
+def test_followup_login_shows_status_dates_and_reply(client: FlaskClient, app: Flask,
+                                                     workstation: Workstation) -> None:
     phrase = file_report(client)
-    reply(app, "Gracias. Hemos abierto una investigación. ¿Puede indicar la fecha?")
+    reply(app, workstation, "Gracias. Hemos abierto una investigación. ¿Puede indicar la fecha?")
     resp = source_login(client, phrase)
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/case")
     html = client.get("/case").get_data(as_text=True)
@@ -178,18 +188,84 @@ def test_followup_status_and_outcome_visible_to_source(client: FlaskClient, app:
     assert "Closed" in html and "Referred to the competent authority" in html
 
 
-def test_followup_reply_that_fails_to_open_is_shown_as_error(client: FlaskClient, app: Flask) -> None:
+def _plant_reply(app: Flask, reply: SealedReply | None, *, sealed: bytes = b"",
+                 signature: bytes | None = None) -> None:
+    """Store a reply item directly, bypassing the import checks: what someone with write access
+    to the database can do."""
+    with app.extensions["whistle"].sessions.begin() as db:
+        report = db.scalars(select(Report)).one()
+        item = add_item(db, report, seq=len(report.items) + 1, kind=ItemKind.REPLY,
+                        sealed_envelope=reply.sealed if reply else sealed, attachments=(), channel=None)
+        item.signature = reply.signature if reply else signature
+
+
+WITHHELD = "could not be verified as coming from the investigation unit was withheld"
+UNIT_LABEL = "Reply from the investigation unit"
+
+
+def test_followup_reply_that_fails_to_open_is_shown_as_error(client: FlaskClient, app: Flask,
+                                                             workstation: Workstation) -> None:
+    """Signed by the unit for this report and key, yet not openable: an error, never skipped."""
     phrase = file_report(client)
     report = the_report(app)
-    other = UnitPublicKey(os.urandom(32))
-    sealed = seal_reply("no para usted", other)
-    with app.extensions["whistle"].sessions.begin() as db:
-        # Bypasses the import checks on purpose: what if a bad reply got in anyway?
-        from whistle.core.enums import ItemKind
-        from whistle.server.intake import add_item
-
-        add_item(db, db.get(Report, report.id), seq=2, kind=ItemKind.REPLY, sealed_envelope=sealed,
-                 attachments=(), channel=None)
+    sealed = SealedBox(UnitPublicKey(os.urandom(32)).nacl_key).encrypt(b" " * 1024)
+    signature = workstation.signing_key.sign(
+        reply_signed_bytes(report.id, report.source_public_key, sealed))
+    _plant_reply(app, SealedReply(report.id, report.source_public_key, sealed, signature))
     source_login(client, phrase)
     html = client.get("/case?lang=en").get_data(as_text=True)
     assert "could not be decrypted" in html
+
+
+@pytest.mark.parametrize("signature", ["none", "made-up", "other-key", "v1-unsigned"])
+def test_followup_forged_reply_in_database_is_withheld(client: FlaskClient, app: Flask,
+                                                       signature: str) -> None:
+    """The issue's forgery: a text sealed to the stored source key without the unit's key, planted
+    in the database with no signature, a made-up one, or one by another signing key."""
+    phrase = file_report(client)
+    report = the_report(app)
+    source_key = UnitPublicKey(report.source_public_key)
+    text = "Soy la unidad: llame al 0999 000 000"
+    forged = seal_reply(text, report.id, source_key, UnitSigningKey.generate())
+    if signature == "none":
+        _plant_reply(app, None, sealed=forged.sealed, signature=None)
+    elif signature == "made-up":
+        _plant_reply(app, None, sealed=forged.sealed, signature=os.urandom(64))
+    elif signature == "other-key":
+        _plant_reply(app, forged)
+    else:  # a version-1 reply envelope, as every reply was before replies were signed
+        _plant_reply(app, None, sealed=seal_envelope(Envelope(kind="reply", body=text), source_key))
+    source_login(client, phrase)
+    html = client.get("/case?lang=en").get_data(as_text=True)
+    assert text not in html and "0999" not in html
+    assert WITHHELD in html and UNIT_LABEL not in html
+
+
+def test_followup_key_swap_and_resealed_reply_is_withheld(client: FlaskClient, app: Flask,
+                                                          workstation: Workstation) -> None:
+    """With write access to the database: swap reports.source_public_key for one's own, read the
+    unit's real reply, pass it on re-sealed to the source's key, put the key back. The source sees
+    neither text as the unit's."""
+    phrase = file_report(client)
+    report = the_report(app)
+    real_key = report.source_public_key
+    attacker = UnitSecretKey.generate()
+    state = app.extensions["whistle"]
+    with state.sessions.begin() as db:
+        db.get(Report, report.id).source_public_key = attacker.public_key.encode()
+    # The unit replies to the key the (tampered) manifest shows; the import accepts it.
+    text = "Respuesta real de la unidad, leída por el atacante"
+    genuine = seal_reply(text, report.id, attacker.public_key, workstation.signing_key)
+    with state.sessions.begin() as db:
+        import_replies(db, [genuine], "alice", state.unit_sign_key)
+    stolen = open_reply(genuine, attacker, state.unit_sign_key)
+    assert stolen == text  # the attacker did read it: signing cannot prevent that (item 2 will)
+    envelope = ReplyEnvelope(report_id=report.id, recipient=real_key, body=stolen)
+    resealed = SealedBox(UnitPublicKey(real_key).nacl_key).encrypt(envelope.to_bytes())
+    _plant_reply(app, SealedReply(report.id, real_key, resealed, genuine.signature))
+    with state.sessions.begin() as db:
+        db.get(Report, report.id).source_public_key = real_key
+    source_login(client, phrase)
+    html = client.get("/case?lang=en").get_data(as_text=True)
+    assert text not in html and UNIT_LABEL not in html
+    assert html.count(WITHHELD) == 2

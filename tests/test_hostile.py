@@ -213,7 +213,8 @@ def test_parse_replies_raises_only_replieserror(data: bytes) -> None:
 )
 def test_parse_replies_round_trips_valid_files(entries: list[tuple[str, bytes, int, bytes]]) -> None:
     replies = [
-        SealedReply(report_id=rid, recipient=key, sealed=_pseudo_random(seed, 1024 * blocks + SEAL_OVERHEAD))
+        SealedReply(report_id=rid, recipient=key, sealed=_pseudo_random(seed, 1024 * blocks + SEAL_OVERHEAD),
+                    signature=_pseudo_random(seed, 64))
         for rid, key, blocks, seed in entries
     ]
     data = dump_replies(replies)
@@ -850,11 +851,12 @@ def _is_utf8(raw: bytes) -> bool:
 
 
 def _expected_valid_body(raw: bytes) -> bool:
-    """The form's rules, written independently: some text, at most 100,000 characters as typed
-    and as sealed (NFC, LF line ends). Werkzeug decodes fields as UTF-8, replacing what is not."""
+    """The form's rules, written independently: some text, at most 100,000 characters as sealed
+    (code points after LF line ends and NFC; docs/protocol.md section 2). Werkzeug decodes fields
+    as UTF-8, replacing what is not."""
     text = raw.decode("utf-8", "replace")
     sealed = unicodedata.normalize("NFC", text.replace("\r\n", "\n"))
-    return bool(text.strip()) and len(text) <= MAX_BODY_CHARS and len(sealed) <= MAX_BODY_CHARS
+    return bool(text.strip()) and len(sealed) <= MAX_BODY_CHARS
 
 
 @WEB

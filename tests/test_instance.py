@@ -28,6 +28,8 @@ def start(environ: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str
     ("two-keys", "exactly one"),
     ("private-key-file", "private key"),
     ("private-key-content", "private key"),
+    ("signing-key-missing", "unit signing key not found"),
+    ("signing-key-garbage", "unit-sign.pub: malformed public key"),
 ])
 def test_instance_refuses_to_start_on_bad_key_folder(
     environ: dict[str, str], workstation: Workstation, tmp_path: Path, problem: str, expected: str
@@ -39,6 +41,10 @@ def test_instance_refuses_to_start_on_bad_key_folder(
         pub.write_text("this is not base64!\n")
     elif problem == "two-keys":
         pub.write_text(pub.read_text() + workstation.secret_key.public_key.to_base64() + "\n")
+    elif problem == "signing-key-missing":  # a key folder set up before replies were signed
+        (pub.parent / "unit-sign.pub").unlink()
+    elif problem == "signing-key-garbage":
+        (pub.parent / "unit-sign.pub").write_text("# unit-sign.pub\nnot a key\n")
     elif problem == "private-key-file":
         (pub.parent / "unit.key").write_text("anything")
     else:

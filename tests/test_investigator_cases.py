@@ -153,6 +153,58 @@ def test_investigator_bad_replies_upload_imports_nothing(app: Flask, inv: FlaskC
         assert db.scalars(select(Item).where(Item.kind == "reply")).all() == []
 
 
+def _forged_replies_file(app: Flask, signature: bytes | None) -> bytes:
+    """The issue's forgery: a text sealed to the stored source key without the unit's key, in a
+    replies file; with a made-up signature, or none (a version-1 file, as before signing)."""
+    from whistle.core.crypto import UnitPublicKey, UnitSigningKey
+    from whistle.core.replies import SealedReply, dump_replies, seal_reply
+
+    with app.extensions["whistle"].sessions() as db:
+        report = db.scalars(select(Report)).one()
+    forged = seal_reply("Soy la unidad. Responda con su nombre.", report.id,
+                        UnitPublicKey(report.source_public_key), UnitSigningKey.generate())
+    if signature is None:
+        import json
+
+        doc = json.loads(dump_replies([forged]))
+        doc["v"] = 1
+        for entry in doc["replies"]:
+            del entry["signature"]
+        return json.dumps(doc).encode()
+    return dump_replies([SealedReply(forged.report_id, forged.recipient, forged.sealed, signature)])
+
+
+@pytest.mark.parametrize("signature", [None, bytes(64), b"\x07" * 64])
+def test_investigator_forged_replies_upload_is_refused(app: Flask, inv: FlaskClient,
+                                                      signature: bytes | None) -> None:
+    file_report(app, "texto")
+    token = csrf_token(inv, "/investigator/replies")
+    resp = inv.post("/investigator/replies", data={
+        "csrf_token": token,
+        "replies": (io.BytesIO(_forged_replies_file(app, signature)), "replies.json")},
+        content_type="multipart/form-data")
+    assert resp.status_code == 400
+    html = resp.get_data(as_text=True)
+    assert ("reply 1" in html and "signing key" in html) if signature else "version-1" in html
+    with app.extensions["whistle"].sessions() as db:
+        assert db.scalars(select(Item).where(Item.kind == "reply")).all() == []
+
+
+@pytest.mark.parametrize("signature", [None, bytes(64)])
+def test_investigator_forged_replies_import_command_is_refused(
+        app: Flask, server_env: object, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        signature: bytes | None) -> None:
+    file_report(app, "texto")
+    path = tmp_path / "forged.json"
+    path.write_bytes(_forged_replies_file(app, signature))
+    assert cli.main(["import-replies", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "nothing imported" in err and len(err.strip().splitlines()) == 1
+    assert ("reply 1" in err and "signing key" in err) if signature else "version-1" in err
+    with app.extensions["whistle"].sessions() as db:
+        assert db.scalars(select(Item).where(Item.kind == "reply")).all() == []
+
+
 def _read_reply_and_answer(source: FlaskClient, phrase: str, reply_text: str, answer: str) -> None:
     assert source_login(source, phrase).status_code == 302
     html = source.get("/case").get_data(as_text=True)
@@ -175,7 +227,9 @@ def test_roundtrip_through_command_line(app: Flask, workstation: Workstation, se
     (tmp_path / "reply.txt").write_text(reply_text, encoding="utf-8")
     replies = tmp_path / "replies.json"
     assert cli.main(["reply", str(bundle), "--report", folder.name[:8], "--text-file",
-                     str(tmp_path / "reply.txt"), "--out", str(replies)]) == 0
+                     str(tmp_path / "reply.txt"), "--out", str(replies), "--key",
+                     str(workstation.key_file), "--passphrase-file",
+                     str(workstation.passphrase_file)]) == 0
     assert cli.main(["import-replies", str(replies)]) == 0
     assert cli.main(["import-replies", str(replies)]) == 1  # the same file twice: refused
     assert "already imported" in capsys.readouterr().err
@@ -205,7 +259,9 @@ def test_roundtrip_through_web_ui(app: Flask, inv: FlaskClient, workstation: Wor
     (tmp_path / "reply.txt").write_text(reply_text, encoding="utf-8")
     replies = tmp_path / "replies.json"
     assert cli.main(["reply", str(bundle), "--report", report.id, "--text-file",
-                     str(tmp_path / "reply.txt"), "--out", str(replies)]) == 0
+                     str(tmp_path / "reply.txt"), "--out", str(replies), "--key",
+                     str(workstation.key_file), "--passphrase-file",
+                     str(workstation.passphrase_file)]) == 0
     resp = inv.post("/investigator/replies", data={
         "csrf_token": token, "replies": (io.BytesIO(replies.read_bytes()), "replies.json")},
         content_type="multipart/form-data")

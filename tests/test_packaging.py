@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import wheelhouse
 
-from whistle.core.crypto import UnitSecretKey
+from whistle.core.crypto import UnitSecretKey, UnitSigningKey
 
 pytestmark = pytest.mark.slow
 
@@ -112,6 +112,7 @@ def test_packaging_installed_wheel_serves_every_page(dists: wheelhouse.Dists,
     work = tmp_path / "work"  # a throwaway instance; the working folder is not the checkout
     (work / "keys").mkdir(parents=True)
     (work / "keys" / "unit.pub").write_text(UnitSecretKey.generate().public_key.to_file_text())
+    (work / "keys" / "unit-sign.pub").write_text(UnitSigningKey.generate().verify_key.to_file_text())
     (work / "walk.py").write_text(WALK, encoding="utf-8")
     env = wheelhouse.clean_env(WHISTLE_DATA_DIR=str(work / "instance"),
                                WHISTLE_UNIT_KEY=str(work / "keys" / "unit.pub"))

@@ -8,6 +8,7 @@ new``; a key that opens nothing gives the usual one-line error and writes nothin
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -123,11 +124,23 @@ def test_decrypt_command_unknown_key_one_line_no_output(
 ) -> None:
     stranger = _key_file(tmp_path / "stranger.key", UnitSecretKey.generate())
     out = tmp_path / "out"
-    for keys in ([stranger], [stranger, workstation.key_file]):
-        args = [a for k in keys for a in ("--key", str(k))]
-        assert cli.main(["decrypt", str(mixed_bundle), *args, "--passphrase-file",
-                         str(workstation.passphrase_file), "--out", str(out)]) == 1
-        err = capsys.readouterr().err
-        assert err.startswith("whistle: decryption failed, nothing written: envelope does not open")
-        assert err.count("\n") == 1
-        assert not out.exists() or report_folders(out) == []
+    base = ["decrypt", str(mixed_bundle), "--passphrase-file", str(workstation.passphrase_file),
+            "--out", str(out)]
+    # A key that opens nothing: nothing could be done, one line naming an item, nothing written.
+    assert cli.main([*base, "--key", str(stranger)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("whistle: decryption failed, nothing written: not one item could be written")
+    assert "envelope does not open" in err and re.search(r"report [0-9a-f]{16} item [0-9a-f]{16}", err)
+    assert err.count("\n") == 1
+    assert not out.exists() or report_folders(out) == []
+    # --strict with a keyring that opens one of the two: all or nothing, nothing.
+    keyring = ["--key", str(stranger), "--key", str(workstation.key_file)]
+    assert cli.main([*base, *keyring, "--strict"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("whistle: decryption failed, nothing written: report ")
+    assert "does not open with any of the 2 keys" in err and err.count("\n") == 1
+    assert report_folders(out) == []
+    # Without --strict the one that opens is written, the other quarantined: exit status 3.
+    assert cli.main([*base, *keyring]) == 3
+    assert _texts(out) == ["sealed to the NEW key"]
+    assert "1 part(s) quarantined" in capsys.readouterr().err

@@ -9,6 +9,7 @@ requirements-workstation.txt, and its commands import the shared core and the wo
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,15 +94,17 @@ def test_workstation_install_no_deps_keygen_decrypt_reply(
     (work / "passphrase.txt").write_text(KEY_PASSPHRASE + "\n")
     keygen = wheelhouse.run([whistle, "keygen", "--dir", "keys", "--passphrase-file", "passphrase.txt"],
                             cwd=work, env=env).stdout
-    fingerprint = keygen.split("fingerprint:")[1].strip()
+    fingerprint = re.search(r"^fingerprint: (.+)$", keygen, re.M).group(1)  # type: ignore[union-attr]
+    sign_fingerprint = re.search(r"^signing key fingerprint: (.+)$", keygen, re.M).group(1)  # type: ignore[union-attr]
     assert (work / "keys" / "unit.key").stat().st_mode & 0o077 == 0
     shown = wheelhouse.run([whistle, "fingerprint", "--key", "keys/unit.pub"], cwd=work, env=env).stdout
-    assert shown.strip() == fingerprint
+    assert shown.splitlines()[0] == fingerprint and shown.splitlines()[1].endswith(sign_fingerprint)
 
-    # The server, in this test process, with the public key keygen wrote (only that file).
+    # The server, in this test process, with the public keys keygen wrote (only those files).
     server_keys = tmp_path / "server-keys"
     server_keys.mkdir()
-    (server_keys / "unit.pub").write_bytes((work / "keys" / "unit.pub").read_bytes())
+    for name in ("unit.pub", "unit-sign.pub"):
+        (server_keys / name).write_bytes((work / "keys" / name).read_bytes())
     app = make_app(environ | {"WHISTLE_UNIT_KEY": str(server_keys / "unit.pub")}, tmp_path)
     app.config.update(TESTING=True)
     try:
@@ -118,7 +121,8 @@ def test_workstation_install_no_deps_keygen_decrypt_reply(
 
         (work / "reply.txt").write_text("Gracias, estamos revisando el caso.", encoding="utf-8")
         replied = wheelhouse.run([whistle, "reply", "bundle.zip", "--report", report_id[:8],
-                                  "--text-file", "reply.txt", "--out", "replies.json"],
+                                  "--text-file", "reply.txt", "--out", "replies.json",
+                                  "--key", "keys/unit.key", "--passphrase-file", "passphrase.txt"],
                                  cwd=work, env=env).stdout
         assert f"reply to report {report_id} sealed" in replied
         replies = parse_replies((work / "replies.json").read_bytes())
@@ -126,7 +130,7 @@ def test_workstation_install_no_deps_keygen_decrypt_reply(
 
         # Back on the server, the source reads it with the receipt passphrase.
         with app.extensions["whistle"].sessions.begin() as db:
-            assert import_replies(db, replies, "tester") == 1
+            assert import_replies(db, replies, "tester", app.extensions["whistle"].unit_sign_key) == 1
         source = app.test_client()
         source_login(source, phrase)
         assert "Gracias, estamos revisando el caso." in source.get("/case").get_data(as_text=True)
@@ -153,7 +157,8 @@ def test_workstation_commands_import_no_server_module(
         "decrypt": ["decrypt", "bundle.zip", "--key", str(workstation.key_file),
                     "--passphrase-file", str(workstation.passphrase_file), "--out", "cases"],
         "reply": ["reply", "bundle.zip", "--report", report_id, "--text-file", "reply.txt",
-                  "--out", "replies.json"],
+                  "--out", "replies.json", "--key", str(workstation.key_file),
+                  "--passphrase-file", str(workstation.passphrase_file)],
     }
     for name, args in commands.items():
         _, modules = _run_listing_modules(args, tmp_path)

@@ -55,17 +55,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="whistle", description="Anonymous encrypted whistleblower drop.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("keygen", help="(workstation) create the unit keypair")
-    p.add_argument("--dir", required=True, help="folder for unit.pub and the encrypted unit.key")
+    p = sub.add_parser("keygen", help="(workstation) create the unit key and its signing key")
+    p.add_argument("--dir", required=True,
+                   help="folder for unit.pub, unit-sign.pub and the encrypted unit.key")
     p.add_argument("--passphrase-file", help="file holding the key passphrase")
     p.add_argument("--force", action="store_true", help="replace an existing key")
+    p.add_argument("--add-signing-key", action="store_true",
+                   help="add a signing key to an existing unit.key made before replies were signed "
+                        "(re-encrypts it under the same passphrase, writes unit-sign.pub)")
     p.set_defaults(func=_workstation("cmd_keygen"))
 
     p = sub.add_parser("fingerprint", help="show a public key's fingerprint")
     p.add_argument("--key", default="keys/unit.pub")
     p.set_defaults(func=_workstation("cmd_fingerprint"))
 
-    p = sub.add_parser("decrypt", help="(workstation) decrypt an export bundle")
+    p = sub.add_parser(
+        "decrypt", help="(workstation) decrypt an export bundle",
+        description="Decrypt an export bundle into one folder per report. An item that does not "
+                    "open or check out is quarantined: listed on stderr and in OUT/QUARANTINE.txt "
+                    "(report, item, reason), and every other item is written.",
+        epilog="exit status: 0 everything written; 3 written except the quarantined parts listed; "
+               "1 nothing written (unreadable bundle, wrong passphrase, no item opened, or "
+               "--strict and any item failed)")
     p.add_argument("bundle")
     p.add_argument("--key", required=True, action="append",
                    help="an encrypted private key file (unit.key); repeat it for old and new keys "
@@ -73,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to write one sub-folder per report into")
     p.add_argument("--passphrase-file", action="append",
                    help="file holding the key passphrase: once for all keys, or once per --key")
+    p.add_argument("--strict", action="store_true",
+                   help="all or nothing: refuse the whole bundle if any item fails (exit status 1, "
+                        "nothing written) instead of quarantining it")
     p.set_defaults(func=_workstation("cmd_decrypt"))
 
     p = sub.add_parser("init", help="(server) create the data folder, secrets and database")
@@ -88,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", required=True, help="report id (or its first 8+ characters)")
     p.add_argument("--text-file", required=True, help="UTF-8 text of the reply")
     p.add_argument("--out", required=True, help="replies file to create or add to")
+    p.add_argument("--key", required=True,
+                   help="the unit's encrypted private key file (unit.key): its signing key signs the reply")
+    p.add_argument("--passphrase-file", help="file holding the key passphrase")
     p.set_defaults(func=_workstation("cmd_reply"))
 
     p = sub.add_parser("import-replies", help="(server) import a replies file from the workstation")

@@ -9,8 +9,10 @@ checked before anything is decrypted.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import struct
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +39,11 @@ _MEMBER = re.compile(r"^items/([0-9a-f]{8,64})/(envelope|attachment-([0-9]{1,4})
 # a short member (EOFError), a name flagged UTF-8 that is not (UnicodeDecodeError), an unknown
 # zip version (NotImplementedError). Found by tests/test_hostile.py.
 _ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError)
+# A zip local file header: signature, versions and flags, sizes, then name and extra lengths.
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+_LOCAL_SIGNATURE = b"PK\x03\x04"
+# A data descriptor after a member (flag bit 3) is at least CRC + two 4-byte sizes.
+_MIN_DESCRIPTOR = 12
 
 
 class BundleError(WhistleError):
@@ -163,6 +170,7 @@ class BundleReader:
                 raise BundleError(f"member {info.filename!r} is compressed; refused")
             if info.flag_bits & 0x1:
                 raise BundleError("encrypted zip members are not supported")
+        self._check_ranges(infos)
         if MANIFEST not in by_name:
             raise BundleError("bundle has no manifest.json")
         if by_name[MANIFEST].file_size > MAX_MANIFEST_BYTES:
@@ -180,6 +188,45 @@ class BundleReader:
             raise BundleError(f"bundle has members the manifest does not list: {sorted(unreferenced)[:3]}")
         meta = {"created_on": _str(doc, "created_on"), "unit_fingerprint": _str(doc, "unit_fingerprint")}
         return reports, meta
+
+    def _check_ranges(self, infos: list[zipfile.ZipInfo]) -> None:
+        """Refuse members whose bytes overlap or lie outside the archive, before reading any.
+
+        Python 3.11's zipfile does not check this (CVE-2024-0450): members that overlap (each one
+        spanning the headers and data of the next) make a small file read as a huge one, even
+        stored uncompressed. Each member must occupy its own range, from its local header to the
+        end of its data, and every range must end before the central directory starts.
+        """
+        fp = self._zip.fp
+        end = getattr(self._zip, "start_dir", None)
+        if fp is None or not isinstance(end, int):
+            raise BundleError("bundle is not readable as a zip file")
+        ranges: list[tuple[int, int, str]] = []
+        for info in infos:
+            start = info.header_offset
+            if start < 0 or start + _LOCAL_HEADER.size > end:
+                raise BundleError(f"member {info.filename!r} lies outside the archive")
+            try:
+                fp.seek(start)
+                header = fp.read(_LOCAL_HEADER.size)
+            except _ZIP_ERRORS as exc:
+                raise BundleError(f"member {info.filename!r} cannot be read: {exc}") from exc
+            if len(header) != _LOCAL_HEADER.size:
+                raise BundleError(f"member {info.filename!r} lies outside the archive")
+            fields = _LOCAL_HEADER.unpack(header)
+            if fields[0] != _LOCAL_SIGNATURE:
+                raise BundleError(f"member {info.filename!r} has no local header where the "
+                                  "directory says")
+            stop = start + _LOCAL_HEADER.size + fields[9] + fields[10] + info.compress_size
+            if info.flag_bits & 0x8:
+                stop += _MIN_DESCRIPTOR
+            if stop > end:
+                raise BundleError(f"member {info.filename!r} runs past the end of the archive data")
+            ranges.append((start, stop, info.filename))
+        ranges.sort()
+        for (_, stop, name), (start, _, after) in itertools.pairwise(ranges):
+            if start < stop:
+                raise BundleError(f"members {name!r} and {after!r} overlap (a zip bomb); refused")
 
     def _parse_report(
         self, raw: object, by_name: dict[str, zipfile.ZipInfo], referenced: set[str]
@@ -231,8 +278,22 @@ class BundleReader:
         return report
 
     def read_small(self, name: str) -> bytes:
-        """Read an envelope member whole (bounded by the limits checked at open)."""
-        return self._zip.read(name)
+        """Read an envelope member whole (bounded by the limits checked at open); a damaged
+        member raises :class:`BundleError`."""
+        try:
+            return self._zip.read(name)
+        except _ZIP_ERRORS as exc:
+            raise BundleError(f"member {name} cannot be read: {exc}") from exc
+
+    def iter_member(self, name: str, piece_size: int = 256 * 1024) -> Iterator[bytes]:
+        """Stream a member in pieces; a damaged member (bad header, CRC mismatch, short read)
+        raises :class:`BundleError`, so callers can tell it from a failure to write."""
+        try:
+            with self._zip.open(name, "r") as member:
+                while piece := member.read(piece_size):
+                    yield piece
+        except _ZIP_ERRORS as exc:
+            raise BundleError(f"member {name} cannot be read: {exc}") from exc
 
     def open(self, name: str) -> IO[bytes]:
         """Open an attachment member for streaming."""

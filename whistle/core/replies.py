@@ -1,18 +1,21 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""Replies from the unit to a source: sealed on the workstation, carried back in a replies file.
+"""Replies from the unit to a source: sealed and signed on the workstation, carried back in a
+replies file (docs/protocol.md, "Replies").
 
-The workstation seals each reply to the source's public key (from the bundle's manifest) and
-appends it to a replies file; the server imports that file. The reading side of this module needs
-no Flask; the import needs the database but no Flask either (``whistle import-replies``).
+The workstation seals each reply (a version-2 reply envelope naming its report and recipient) to
+the source's public key, signs the sealed bytes with the unit's signing key, and appends both to a
+replies file; the server imports that file. The reading side of this module needs no Flask; the
+import needs the database but no Flask either (``whistle import-replies``).
 
 Replies file (UTF-8 JSON)::
 
-    {"format": "whistle-replies", "v": 1,
-     "replies": [{"report_id": HEX, "recipient": B64(32), "sealed": B64}]}
+    {"format": "whistle-replies", "v": 2,
+     "replies": [{"report_id": HEX, "recipient": B64(32), "sealed": B64, "signature": B64(64)}]}
 
 The server cannot open a sealed box, so it checks what it can: the report exists, ``recipient`` is
-that report's source key, and ``sealed`` has the length of a padded reply envelope. A file with
-any bad entry is refused as a whole.
+that report's source key, ``sealed`` has the length of a padded reply envelope, and ``signature``
+verifies with ``unit-sign.pub`` over :func:`reply_signed_bytes`. A file with any bad entry, or of
+version 1 (unsigned), is refused as a whole.
 """
 
 from __future__ import annotations
@@ -20,51 +23,172 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+import nacl.exceptions
+from nacl.public import SealedBox
+
 from whistle.core.crypto import (
     ENVELOPE_BLOCK,
+    MAX_BODY_CHARS,
     SEAL_OVERHEAD,
-    Envelope,
+    SIGNATURE_BYTES,
+    DecryptionError,
+    EnvelopeFormatError,
     KeyFormatError,
+    SignatureError,
     UnitPublicKey,
+    UnitSecretKey,
+    UnitSigningKey,
+    UnitVerifyKey,
     b64decode,
     b64encode,
     is_version,
-    seal_envelope,
 )
 from whistle.core.errors import WhistleError
 from whistle.core.files import atomic_write
 
 REPLIES_FORMAT = "whistle-replies"
+REPLIES_VERSION = 2
+REPLY_ENVELOPE_VERSION = 2
+# Domain separation: a signature over these bytes can never be mistaken for one over anything
+# else the unit may sign later.
+REPLY_SIGN_DOMAIN = b"whistle-reply-v2\x00"
 MAX_REPLIES_FILE_BYTES = 16 * 1024 * 1024
 MAX_SEALED_REPLY_BYTES = 1024 * 1024 + SEAL_OVERHEAD
 _HEX = re.compile(r"^[0-9a-f]{8,64}\Z")
+# Standard base64 with padding of the largest sealed reply.
+_MAX_SEALED_B64 = 4 * ((MAX_SEALED_REPLY_BYTES + 2) // 3)
 
 
 class RepliesError(WhistleError):
     """A replies file is malformed, or refers to an unknown report or the wrong source key."""
 
 
+class ReplyAuthError(RepliesError):
+    """A reply is not shown to be the unit's: its signature does not verify with the unit's
+    signing key over its report id, recipient key and ciphertext, or the opened envelope names
+    another report or recipient."""
+
+
 @dataclass(frozen=True)
 class SealedReply:
-    """One reply in a replies file: which report, sealed to which key, and the ciphertext."""
+    """One reply: which report, sealed to which key, the ciphertext and the unit's signature."""
 
     report_id: str
     recipient: bytes
     sealed: bytes
+    signature: bytes
 
     @property
     def digest(self) -> str:
         return hashlib.sha256(self.sealed).hexdigest()
 
 
-def seal_reply(text: str, recipient: UnitPublicKey) -> bytes:
-    """Seal a reply envelope (docs/protocol.md section 2) to the source's public key."""
+def reply_signed_bytes(report_id: str, recipient: bytes, sealed: bytes) -> bytes:
+    """The exact bytes the unit signs for a reply (docs/protocol.md, "Replies"):
+
+    ``b"whistle-reply-v2\\0" || report_id (ASCII hex) || b"\\0" || recipient (32) || sealed``.
+    The report id is hex, so the zero byte after it cannot occur inside it; the recipient has a
+    fixed length; the ciphertext runs to the end."""
+    if not _HEX.match(report_id):
+        raise RepliesError("bad report id")
+    if len(recipient) != 32:
+        raise RepliesError("a recipient key is exactly 32 bytes")
+    return REPLY_SIGN_DOMAIN + report_id.encode("ascii") + b"\x00" + recipient + sealed
+
+
+@dataclass(frozen=True)
+class ReplyEnvelope:
+    """A decrypted version-2 reply: the text, and the report and recipient it was written for."""
+
+    report_id: str
+    recipient: bytes
+    body: str
+
+    def to_bytes(self) -> bytes:
+        """Compact JSON in protocol key order, padded with spaces to a multiple of 1024 bytes."""
+        body = unicodedata.normalize("NFC", self.body)
+        if len(body) > MAX_BODY_CHARS:
+            raise RepliesError(f"a reply is longer than {MAX_BODY_CHARS} characters")
+        doc: dict[str, object] = {"v": REPLY_ENVELOPE_VERSION, "kind": "reply",
+                                  "report_id": self.report_id,
+                                  "source_public_key": b64encode(self.recipient),
+                                  "body": body, "pad": ""}
+        raw = _dumps(doc)
+        doc["pad"] = " " * (-len(raw) % ENVELOPE_BLOCK)
+        return _dumps(doc)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> ReplyEnvelope:
+        """Parse a decrypted version-2 reply envelope; raise :class:`EnvelopeFormatError`."""
+        if len(raw) == 0 or len(raw) % ENVELOPE_BLOCK:
+            raise EnvelopeFormatError("envelope length is not a multiple of 1024 bytes")
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise EnvelopeFormatError("envelope is not UTF-8 JSON") from exc
+        if (not isinstance(doc, dict) or not is_version(doc.get("v"), REPLY_ENVELOPE_VERSION)
+                or doc.get("kind") != "reply"
+                or sorted(doc) != ["body", "kind", "pad", "report_id", "source_public_key", "v"]):
+            raise EnvelopeFormatError("not a version-2 reply envelope")
+        report_id, key, body, pad = doc["report_id"], doc["source_public_key"], doc["body"], doc["pad"]
+        if not all(isinstance(x, str) for x in (report_id, key, body, pad)) or pad.strip(" "):
+            raise EnvelopeFormatError("reply fields must be strings; pad only spaces")
+        try:
+            recipient = b64decode(key, size=32)
+        except KeyFormatError as exc:
+            raise EnvelopeFormatError(f"reply source_public_key: {exc}") from exc
+        return cls(report_id=report_id, recipient=recipient, body=body)
+
+
+def _dumps(doc: dict[str, object]) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def seal_reply(text: str, report_id: str, recipient: UnitPublicKey,
+               signing_key: UnitSigningKey) -> SealedReply:
+    """Seal a version-2 reply envelope to the source's public key and sign it for that report."""
     if not text.strip():
         raise RepliesError("a reply cannot be empty")
-    return seal_envelope(Envelope(kind="reply", body=text), recipient)
+    if not _HEX.match(report_id):
+        raise RepliesError("bad report id")
+    envelope = ReplyEnvelope(report_id=report_id, recipient=recipient.encode(), body=text)
+    sealed = SealedBox(recipient.nacl_key).encrypt(envelope.to_bytes())
+    signature = signing_key.sign(reply_signed_bytes(report_id, recipient.encode(), sealed))
+    return SealedReply(report_id, recipient.encode(), sealed, signature)
+
+
+def verify_reply(reply: SealedReply, verify_key: UnitVerifyKey) -> None:
+    """Check the unit's signature over the reply's report id, recipient and ciphertext; raise
+    :class:`ReplyAuthError`. The server calls it on import and again before showing a reply,
+    with the report id and source key *it has stored*, so a swapped key fails too."""
+    try:
+        verify_key.verify(reply_signed_bytes(reply.report_id, reply.recipient, reply.sealed),
+                          reply.signature)
+    except (SignatureError, RepliesError) as exc:
+        raise ReplyAuthError(f"reply to report {reply.report_id}: not signed by the unit's signing "
+                             f"key {verify_key.fingerprint()}") from exc
+
+
+def open_reply(reply: SealedReply, secret_key: UnitSecretKey, verify_key: UnitVerifyKey) -> str:
+    """Verify, open and check a reply; return its text.
+
+    Raises :class:`ReplyAuthError` when the signature fails or the envelope names another report
+    or recipient, :class:`DecryptionError` / :class:`EnvelopeFormatError` when a signed reply
+    does not open or parse. Never returns an unverified text."""
+    verify_reply(reply, verify_key)
+    try:
+        raw = SealedBox(secret_key.nacl_key).decrypt(reply.sealed)
+    except (nacl.exceptions.CryptoError, TypeError, ValueError) as exc:
+        raise DecryptionError("reply does not open with this key (wrong key or altered)") from exc
+    envelope = ReplyEnvelope.from_bytes(raw)
+    if envelope.report_id != reply.report_id or envelope.recipient != reply.recipient:
+        raise ReplyAuthError(f"reply to report {reply.report_id}: its envelope names another "
+                             "report or recipient")
+    return envelope.body
 
 
 def parse_replies(data: bytes) -> list[SealedReply]:
@@ -75,46 +199,72 @@ def parse_replies(data: bytes) -> list[SealedReply]:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # deep nesting: RecursionError
         raise RepliesError("replies file is not UTF-8 JSON") from exc
-    if not isinstance(doc, dict) or doc.get("format") != REPLIES_FORMAT or not is_version(doc.get("v"), 1):
-        raise RepliesError("not a version-1 whistle replies file")
+    if not isinstance(doc, dict) or doc.get("format") != REPLIES_FORMAT:
+        raise RepliesError("not a whistle replies file")
+    if is_version(doc.get("v"), 1):
+        # Fail closed: a version-1 reply carries no signature, so nothing shows it is the unit's.
+        raise RepliesError("a version-1 replies file holds unsigned replies and is refused: seal the "
+                           "replies again with this version's 'whistle reply'")
+    if not is_version(doc.get("v"), REPLIES_VERSION):
+        raise RepliesError("not a version-2 whistle replies file")
     entries = doc.get("replies")
     if not isinstance(entries, list) or not entries:
         raise RepliesError("replies file holds no replies")
     result = []
     for number, entry in enumerate(entries, 1):
-        if not isinstance(entry, dict) or sorted(entry) != ["recipient", "report_id", "sealed"]:
-            raise RepliesError(f"reply {number}: needs exactly report_id, recipient, sealed")
+        if not isinstance(entry, dict) or sorted(entry) != ["recipient", "report_id", "sealed",
+                                                            "signature"]:
+            raise RepliesError(f"reply {number}: needs exactly report_id, recipient, sealed, signature")
         report_id, recipient, sealed = entry["report_id"], entry["recipient"], entry["sealed"]
+        signature = entry["signature"]
         if not isinstance(report_id, str) or not _HEX.match(report_id):
             raise RepliesError(f"reply {number}: bad report id")
-        if not isinstance(recipient, str) or not isinstance(sealed, str):
-            raise RepliesError(f"reply {number}: recipient and sealed must be base64 text")
+        if not isinstance(recipient, str) or not isinstance(sealed, str) or not isinstance(signature, str):
+            raise RepliesError(f"reply {number}: recipient, sealed and signature must be base64 text")
+        if len(sealed) > _MAX_SEALED_B64:  # refused before decoding, not after
+            raise RepliesError(f"reply {number}: not a sealed reply envelope")
         try:
             key = b64decode(recipient, size=32)
+            sig = b64decode(signature, size=SIGNATURE_BYTES)
             blob = b64decode(sealed)
         except KeyFormatError as exc:
             raise RepliesError(f"reply {number}: {exc}") from exc
         body = len(blob) - SEAL_OVERHEAD
         if len(blob) > MAX_SEALED_REPLY_BYTES or body <= 0 or body % ENVELOPE_BLOCK:
             raise RepliesError(f"reply {number}: not a sealed reply envelope")
-        result.append(SealedReply(report_id=report_id, recipient=key, sealed=blob))
+        result.append(SealedReply(report_id=report_id, recipient=key, sealed=blob, signature=sig))
     digests = [r.digest for r in result]
     if len(set(digests)) != len(digests):
         raise RepliesError("replies file holds the same reply twice")
     return result
 
 
+def read_replies_file(path: Path) -> list[SealedReply]:
+    """Read and parse a replies file, reading at most one byte more than the size limit.
+
+    The file's size as the filesystem reports it is not trusted: ``/dev/zero``, a pipe or a
+    sparse file report 0 bytes or any size, and reading them whole would never end or exhaust
+    memory. Raises :class:`RepliesError` (too large, malformed) or :class:`OSError`.
+    """
+    with path.open("rb") as fh:
+        data = fh.read(MAX_REPLIES_FILE_BYTES + 1)
+    if len(data) > MAX_REPLIES_FILE_BYTES:
+        raise RepliesError(f"replies file is larger than {MAX_REPLIES_FILE_BYTES} bytes; refused")
+    return parse_replies(data)
+
+
 def dump_replies(replies: list[SealedReply]) -> bytes:
     """Serialise replies into the replies file format."""
-    doc = {"format": REPLIES_FORMAT, "v": 1, "replies": [
-        {"report_id": r.report_id, "recipient": b64encode(r.recipient), "sealed": b64encode(r.sealed)}
+    doc = {"format": REPLIES_FORMAT, "v": REPLIES_VERSION, "replies": [
+        {"report_id": r.report_id, "recipient": b64encode(r.recipient), "sealed": b64encode(r.sealed),
+         "signature": b64encode(r.signature)}
         for r in replies]}
     return (json.dumps(doc, indent=1) + "\n").encode("utf-8")
 
 
 def append_reply(path: Path, reply: SealedReply) -> int:
     """Add a reply to the replies file at ``path`` (created if absent); return how many it holds."""
-    existing = parse_replies(path.read_bytes()) if path.exists() else []
+    existing = read_replies_file(path) if path.exists() else []
     replies = [*existing, reply]
     atomic_write(path, dump_replies(replies), mode=0o600)
     return len(replies)

@@ -17,7 +17,7 @@ from whistle.core.passphrase import DerivationGate, GateBusyError
 from whistle.server import faults, i18n, limits, quotas, security
 from whistle.server.config import Config, load_config
 from whistle.server.db import make_sessionmaker
-from whistle.server.instance import InstanceError, check_key_folder, init_instance
+from whistle.server.instance import InstanceError, check_key_folder, init_instance, load_unit_sign_key
 from whistle.server.source_sessions import make_store
 from whistle.server.state import State
 from whistle.server.uploads import ClientTooSlow, WhistleRequest
@@ -52,6 +52,7 @@ def create_app(config: Config | None = None) -> Flask:
     config = config or load_config(os.environ)
     # Checked before anything is created: a server with a private key must not even init.
     unit_key = check_key_folder(config)
+    unit_sign_key = load_unit_sign_key(config)
     secrets, engine = init_instance(config)
 
     app = Flask(
@@ -85,6 +86,7 @@ def create_app(config: Config | None = None) -> Flask:
         sessions=make_sessionmaker(engine),
         gate=DerivationGate(config.argon2_concurrency),
         source_sessions=make_store(config.ratelimit_storage, secrets.key_prefix),
+        unit_sign_key=unit_sign_key,
     )
     _quiet_logging(app)
 
@@ -110,6 +112,12 @@ def create_app(config: Config | None = None) -> Flask:
         # The start page of whichever interface this process serves.
         home = "source.index" if "source" in app.blueprints else "investigator.case_list"
         return {"home_url": url_for(home)}
+
+    @app.context_processor
+    def _sign_fingerprint() -> dict[str, str]:
+        # Beside the unit key's fingerprint wherever a page shows it: a source and the institution
+        # can compare the key that signs replies too.
+        return {"sign_fingerprint": unit_sign_key.fingerprint()}
 
     return app
 

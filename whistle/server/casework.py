@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from whistle.core.crypto import UnitVerifyKey
 from whistle.core.enums import Channel, ItemKind, Outcome, Status
 from whistle.core.errors import WhistleError
-from whistle.core.replies import RepliesError, SealedReply
+from whistle.core.replies import RepliesError, ReplyAuthError, SealedReply, verify_reply
 from whistle.server import audit
 from whistle.server.blobstore import blob_store, read_bytes
 from whistle.server.intake import ChunkSource, add_item, today
@@ -209,9 +210,19 @@ def add_message(session: Session, report_id: str, sealed: bytes, attachments: It
     return item
 
 
-def import_replies(session: Session, replies: list[SealedReply], actor: str) -> int:
-    """Store replies in the caller's transaction; refuse the whole file on any bad entry."""
+def import_replies(session: Session, replies: list[SealedReply], actor: str,
+                   verify_key: UnitVerifyKey) -> int:
+    """Store replies in the caller's transaction; refuse the whole file on any bad entry.
+
+    Every reply's signature must verify with the unit's signing key (``verify_key``, from
+    ``keys/unit-sign.pub``) over its report id, recipient and ciphertext before anything is
+    stored: an investigator account or anyone with the CLI cannot pass off a text as the unit's.
+    """
     for number, reply in enumerate(replies, 1):
+        try:
+            verify_reply(reply, verify_key)
+        except ReplyAuthError as exc:
+            raise ReplyAuthError(f"reply {number}: {exc}") from exc
         report = session.get(Report, reply.report_id)
         if report is None:
             raise RepliesError(f"reply {number}: no report {reply.report_id} on this server")
@@ -223,8 +234,9 @@ def import_replies(session: Session, replies: list[SealedReply], actor: str) -> 
             raise RepliesError(f"reply {number}: already imported")
     for reply in replies:
         report = get_case(session, reply.report_id)
-        add_item(session, report, seq=next_seq(session, reply.report_id), kind=ItemKind.REPLY,
-                 sealed_envelope=reply.sealed, attachments=(), channel=None)
+        item = add_item(session, report, seq=next_seq(session, reply.report_id), kind=ItemKind.REPLY,
+                        sealed_envelope=reply.sealed, attachments=(), channel=None)
+        item.signature = reply.signature
         report.updated_on = today()
         if report.status == Status.RECEIVED:
             # A reply is the acknowledgement the source is waiting for.

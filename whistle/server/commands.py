@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from whistle.core.crypto import UnitSecretKey
+from whistle.core.crypto import UnitKeyFile, UnitSecretKey, UnitSigningKey
 from whistle.core.errors import CommandError
 from whistle.server.config import Config, load_config
 
@@ -101,17 +101,21 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def cmd_import_replies(args: argparse.Namespace) -> int:
     """Store the replies of a replies file, all of them or none."""
-    from whistle.core.replies import MAX_REPLIES_FILE_BYTES, RepliesError, parse_replies
+    from whistle.core.replies import RepliesError, read_replies_file
     from whistle.server.audit import CLI_ACTOR
     from whistle.server.casework import import_replies
+    from whistle.server.instance import check_key_folder, load_unit_sign_key
 
     path = Path(args.replies)
+    config = _server_config()
+    # The same fail-closed checks as the server's start: no private key here, both public keys.
+    check_key_folder(config)
+    verify_key = load_unit_sign_key(config)
     try:
-        if path.stat().st_size > MAX_REPLIES_FILE_BYTES:
-            raise CommandError("replies file is too large")
-        replies = parse_replies(path.read_bytes())
+        # Reads at most the size limit plus one byte: st_size says 0 for /dev/zero or a pipe.
+        replies = read_replies_file(path)
         with _server_sessions().begin() as db:
-            count = import_replies(db, replies, CLI_ACTOR)
+            count = import_replies(db, replies, CLI_ACTOR, verify_key)
     except OSError as exc:
         raise CommandError(f"cannot read {path}: {exc}") from exc
     except RepliesError as exc:
@@ -198,13 +202,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from whistle.core.files import atomic_write
 
         phrase = os.urandom(18).hex()
-        key = UnitSecretKey.generate()
+        keys = UnitKeyFile(UnitSecretKey.generate(), UnitSigningKey.generate())
         DEMO_DIR.mkdir(exist_ok=True, mode=0o700)
         atomic_write(demo_pass, (phrase + "\n").encode(), mode=0o600)
-        atomic_write(demo_key, key.to_encrypted_json(phrase).encode(), mode=0o600)
-        atomic_write(config.unit_key_path, key.public_key.to_file_text().encode(), mode=0o644)
-        print(f"demo unit key generated: public {config.unit_key_path}, private {demo_key} "
-              f"(passphrase in {demo_pass}). A real unit keeps the private key offline.")
+        atomic_write(demo_key, keys.to_encrypted_json(phrase).encode(), mode=0o600)
+        config.key_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(config.unit_key_path, keys.secret_key.public_key.to_file_text().encode(),
+                     mode=0o644)
+        atomic_write(config.unit_sign_key_path,
+                     keys.require_signing_key().verify_key.to_file_text().encode(), mode=0o644)
+        print(f"demo unit key generated: public {config.unit_key_path} and "
+              f"{config.unit_sign_key_path}, private {demo_key} (passphrase in {demo_pass}). "
+              "A real unit keeps the private key offline.")
     cmd_init(args)
     return cmd_run(args)
 

@@ -113,6 +113,11 @@ class Config:
         return self.unit_key_path.parent
 
     @property
+    def unit_sign_key_path(self) -> Path:
+        """The unit's public signing key: ``unit-sign.pub`` beside ``unit.pub``."""
+        return self.key_dir / "unit-sign.pub"
+
+    @property
     def secrets_path(self) -> Path:
         return self.data_dir / "secrets.json"
 

@@ -16,6 +16,7 @@ from whistle.core.crypto import (
     SECRET_KEY_FORMAT,
     KeyFormatError,
     UnitPublicKey,
+    UnitVerifyKey,
     b64decode,
     b64encode,
     is_version,
@@ -93,16 +94,31 @@ class InstanceSecrets:
 
 
 def check_key_folder(config: Config) -> UnitPublicKey:
-    """Load the unit public key, refusing to go on if the key folder holds anything private."""
+    """Load the unit public key, refusing to go on if the key folder holds anything private or if
+    the unit's public signing key (``unit-sign.pub``) is missing or malformed."""
     key_dir = config.key_dir
     if key_dir.is_dir():
         for entry in sorted(key_dir.iterdir()):
             _refuse_private(entry)
     try:
-        return UnitPublicKey.load(config.unit_key_path)
+        unit_key = UnitPublicKey.load(config.unit_key_path)
     except KeyFormatError as exc:
         raise InstanceError(
             f"{exc}. Create it on the workstation with 'whistle keygen' and copy only unit.pub here."
+        ) from exc
+    load_unit_sign_key(config)
+    return unit_key
+
+
+def load_unit_sign_key(config: Config) -> UnitVerifyKey:
+    """The unit's public signing key: without it no reply can be verified, so the server refuses
+    to start rather than store or show replies it cannot check (fail closed)."""
+    try:
+        return UnitVerifyKey.load(config.unit_sign_key_path)
+    except KeyFormatError as exc:
+        raise InstanceError(
+            f"{exc}. Replies are signed by the unit: copy unit-sign.pub (made by "
+            "'whistle keygen', or 'whistle keygen --add-signing-key' for an older key) beside unit.pub."
         ) from exc
 
 

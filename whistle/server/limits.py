@@ -262,27 +262,38 @@ def backoff_remaining() -> int:
     failures = store.get(f"pf:{sid}")
     if not failures:
         return 0
-    at = int(now())
+    at = now()
     until = session.get("pf_until")
-    if session.get("pf_n") == failures and isinstance(until, int):
-        return max(0, until - at)
-    return max(0, store.get(f"pfu:{sid}") - at)
+    if not (session.get("pf_n") == failures and isinstance(until, int)):
+        until = store.get(f"pfu:{sid}")
+    # Rounded up: a client that waits the Retry-After it is given is never refused again.
+    return max(0, math.ceil(until - at))
+
+
+def backoff_wait(failures: int) -> int:
+    """The wait, in seconds, that the ``failures``-th failed passphrase of a session sets
+    (docs/protocol.md, "Limits"). Typos happen: failures 1 to :data:`FREE_FAILURES` set none, so
+    that many wrong passphrases and one more are each answered 400; the next failure sets 1 s,
+    and each further one doubles it, up to :data:`BACKOFF_CAP_SECONDS`."""
+    if failures <= FREE_FAILURES:
+        return 0
+    return min(1 << min(failures - FREE_FAILURES - 1, 16), BACKOFF_CAP_SECONDS)
 
 
 def backoff_failed() -> int:
-    """Record a failed passphrase; return the wait it sets. Typos happen: the first three are
-    free; then the wait doubles with each failure (1, 2, 4 … 300 s)."""
+    """Record a failed passphrase; return the wait it sets (:func:`backoff_wait`)."""
     store = _store()
     sid = _session_tag()
     at = now()
     failures = store.incr(f"pf:{sid}", boundary(at + BACKOFF_CAP_SECONDS + BACKOFF_FORGET_SECONDS))
-    wait = 0 if failures <= FREE_FAILURES else min(1 << min(failures - FREE_FAILURES - 1, 16),
-                                                   BACKOFF_CAP_SECONDS)
+    wait = backoff_wait(failures)
     if wait:
         coarse = boundary(at + wait)
         store.put(f"pfu:{sid}", coarse, coarse)
     session["pf_n"] = failures
-    session["pf_until"] = int(at) + wait
+    # Whole seconds, rounded up: the wait lasts at least ``wait`` seconds from the failure (the
+    # second truncated, a 1-second wait could end at once), and the cookie dates nothing finer.
+    session["pf_until"] = math.ceil(at + wait) if wait else 0
     return wait
 
 

@@ -106,6 +106,10 @@ class Item(Base):
     channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
     exported: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     envelope_blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id"), nullable=False)
+    # A reply's detached Ed25519 signature by the unit's signing key (whistle.core.replies):
+    # checked on import and again before the source is shown the reply. None for a source's
+    # items, and for a reply stored before replies were signed (never shown as the unit's).
+    signature: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
     report: Mapped[Report] = relationship(back_populates="items")
     attachments: Mapped[list[Attachment]] = relationship(
         back_populates="item", cascade="all, delete-orphan", order_by="Attachment.seq"

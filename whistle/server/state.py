@@ -10,7 +10,7 @@ from flask import current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from whistle.core.crypto import UnitPublicKey
+from whistle.core.crypto import UnitPublicKey, UnitVerifyKey
 from whistle.core.passphrase import DerivationGate
 from whistle.server.blobstore import BlobStore, sessions_blob_store
 from whistle.server.config import Config
@@ -29,6 +29,8 @@ class State:
     sessions: sessionmaker[Session]
     gate: DerivationGate
     source_sessions: SourceSessionStore
+    # The unit's public signing key: replies are verified with it on import and before display.
+    unit_sign_key: UnitVerifyKey
 
     @property
     def blobs(self) -> BlobStore:

@@ -15,7 +15,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from whistle.core.crypto import UnitPublicKey, UnitSecretKey, WrongPassphraseError
+from whistle.core.crypto import (
+    KeyFormatError,
+    MissingSigningKeyError,
+    UnitKeyFile,
+    UnitPublicKey,
+    UnitSecretKey,
+    UnitSigningKey,
+    WrongPassphraseError,
+)
 from whistle.core.errors import CommandError
 
 PASSPHRASE_ENV = "WHISTLE_KEY_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
@@ -42,9 +50,15 @@ def read_key_passphrase(path: str | None, *, confirm: bool = False) -> str:
     return phrase
 
 
+SIGN_PUB_NAME = "unit-sign.pub"
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
+    """Workstation: create the unit key and its signing key (or add a signing key to an old file)."""
     directory = Path(args.dir)
-    pub, sec = directory / "unit.pub", directory / "unit.key"
+    pub, sign_pub, sec = directory / "unit.pub", directory / SIGN_PUB_NAME, directory / "unit.key"
+    if args.add_signing_key:
+        return _add_signing_key(args, sec, sign_pub)
     if (pub.exists() or sec.exists()) and not args.force:
         raise CommandError(f"{directory} already holds a unit key; use --force to replace it")
     phrase = read_key_passphrase(args.passphrase_file, confirm=True)
@@ -52,18 +66,53 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         raise CommandError("choose a key passphrase of at least 12 characters")
     from whistle.core.files import atomic_write
 
-    key = UnitSecretKey.generate()
+    keys = UnitKeyFile(UnitSecretKey.generate(), UnitSigningKey.generate())
+    signing = keys.require_signing_key()
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    atomic_write(sec, key.to_encrypted_json(phrase).encode("utf-8"), mode=0o600)
-    atomic_write(pub, key.public_key.to_file_text().encode("ascii"), mode=0o644)
+    atomic_write(sec, keys.to_encrypted_json(phrase).encode("utf-8"), mode=0o600)
+    atomic_write(pub, keys.secret_key.public_key.to_file_text().encode("ascii"), mode=0o644)
+    atomic_write(sign_pub, signing.verify_key.to_file_text().encode("ascii"), mode=0o644)
     print(f"public key:  {pub}  (copy this one to the server's keys/ folder)")
-    print(f"private key: {sec}  (stays on this workstation, encrypted under your passphrase)")
-    print(f"fingerprint: {key.public_key.fingerprint()}")
+    print(f"signing key: {sign_pub}  (copy this one to the server's keys/ folder too)")
+    print(f"private key: {sec}  (stays on this workstation, encrypted under your passphrase; "
+          "it holds both private keys)")
+    print(f"fingerprint: {keys.secret_key.public_key.fingerprint()}")
+    print(f"signing key fingerprint: {signing.verify_key.fingerprint()}")
+    return 0
+
+
+def _add_signing_key(args: argparse.Namespace, sec: Path, sign_pub: Path) -> int:
+    """Re-encrypt a version-1 key file with a new signing key; write ``unit-sign.pub``."""
+    from whistle.core.files import atomic_write
+
+    phrase = read_key_passphrase(args.passphrase_file)
+    try:
+        keys = UnitKeyFile.load_encrypted(sec, phrase)
+    except WrongPassphraseError as exc:
+        raise CommandError(f"wrong passphrase for the private key {sec}") from exc
+    except KeyFormatError as exc:
+        raise CommandError(str(exc)) from exc
+    if keys.signing_key is not None:
+        raise CommandError(f"{sec} already holds a signing key ({keys.signing_key.verify_key.fingerprint()})")
+    signing = UnitSigningKey.generate()
+    atomic_write(sec, UnitKeyFile(keys.secret_key, signing).to_encrypted_json(phrase).encode("utf-8"),
+                 mode=0o600)
+    atomic_write(sign_pub, signing.verify_key.to_file_text().encode("ascii"), mode=0o644)
+    print(f"signing key added to {sec} (same passphrase); public half in {sign_pub}: copy it to "
+          "the server's keys/ folder")
+    print(f"signing key fingerprint: {signing.verify_key.fingerprint()}")
     return 0
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
-    print(UnitPublicKey.load(Path(args.key)).fingerprint())
+    """The fingerprint of a public key file; for ``unit.pub``, the signing key's beside it too."""
+    path = Path(args.key)
+    print(UnitPublicKey.load(path).fingerprint())
+    sign_pub = path.with_name(SIGN_PUB_NAME)
+    if path.name != SIGN_PUB_NAME and sign_pub.exists():
+        from whistle.core.crypto import UnitVerifyKey
+
+        print(f"signing key ({sign_pub}): {UnitVerifyKey.load(sign_pub).fingerprint()}")
     return 0
 
 
@@ -86,24 +135,44 @@ def load_keyring(key_files: list[str], passphrase_files: list[str] | None) -> li
     return keys
 
 
+# Exit statuses of ``whistle decrypt`` (docs/workstation.md, and ``whistle decrypt --help``):
+# 0 everything written, 1 nothing written (cli.main's status for any WhistleError), 3 written
+# except the parts listed as quarantined.
+DECRYPT_QUARANTINED = 3
+
+
 def cmd_decrypt(args: argparse.Namespace) -> int:
-    """Workstation: decrypt a bundle with one unit key, or several after a key rotation."""
+    """Workstation: decrypt a bundle with one unit key, or several after a key rotation.
+
+    Items that fail are quarantined (listed on stderr and in QUARANTINE.txt, exit status 3) and the
+    rest written; ``--strict`` refuses the whole bundle instead (exit status 1, nothing written).
+    """
     from whistle.workstation.decrypt import BundleDecryptError, decrypt_bundle
+    from whistle.workstation.render import inert_line
 
     keys = load_keyring(args.key, args.passphrase_file)
+    out = inert_line(args.out)
     try:
-        summary = decrypt_bundle(Path(args.bundle), keys, Path(args.out), progress=_progress_printer())
+        summary = decrypt_bundle(Path(args.bundle), keys, Path(args.out), progress=_progress_printer(),
+                                 strict=bool(args.strict))
     except BundleDecryptError as exc:
-        raise CommandError(f"decryption failed, nothing written: {exc}") from exc
+        raise CommandError(f"decryption failed, nothing written: {inert_line(str(exc))}") from exc
     print(f"decrypted {summary.items} item(s) and {summary.attachments} attachment(s) into "
-          f"{len(summary.report_dirs)} report folder(s) under {args.out}")
+          f"{len(summary.report_dirs)} report folder(s) under {out}")
     for folder in summary.report_dirs:
-        print(f"  {folder}")
+        print(f"  {inert_line(str(folder))}")
     if len(keys) > 1:
         # Tells the unit when an old key is no longer needed for new bundles (docs/deploy.md).
         for path, key, count in zip(args.key, keys, summary.opened_by, strict=True):
-            print(f"key {path} ({key.public_key.fingerprint()}) opened {count} item(s)")
-    return 0
+            print(f"key {inert_line(path)} ({key.public_key.fingerprint()}) opened {count} item(s)")
+    if not summary.quarantined:
+        return 0
+    # stderr, and each line made inert (Quarantined.describe): reasons quote what a source sent.
+    print(f"whistle: {len(summary.quarantined)} part(s) quarantined, not written (listed in "
+          f"{inert_line(str(summary.quarantine_file))}; the bytes stay in the bundle):", file=sys.stderr)
+    for entry in summary.quarantined:
+        print(f"  {entry.describe()}", file=sys.stderr)
+    return DECRYPT_QUARANTINED
 
 
 def _progress_printer() -> Callable[[int, int], None] | None:
@@ -123,10 +192,25 @@ def _progress_printer() -> Callable[[int, int], None] | None:
     return show
 
 
+def load_signing_key(key_file: str, passphrase_file: str | None) -> UnitSigningKey:
+    """Open the unit's key file for its signing key; one line telling how to add one if absent."""
+    phrase = read_key_passphrase(passphrase_file)
+    try:
+        return UnitKeyFile.load_encrypted(Path(key_file), phrase).require_signing_key()
+    except WrongPassphraseError as exc:
+        raise CommandError(f"wrong passphrase for the private key {key_file}") from exc
+    except MissingSigningKeyError as exc:
+        folder = Path(key_file).parent
+        raise CommandError(
+            f"{key_file} has no signing key (made before replies were signed): run 'whistle keygen "
+            f"--add-signing-key --dir {folder}', then copy {folder / SIGN_PUB_NAME} to the server's "
+            "keys/ folder") from exc
+
+
 def cmd_reply(args: argparse.Namespace) -> int:
-    """Workstation: seal a reply to a report's source, from the bundle's manifest."""
+    """Workstation: seal a reply to a report's source, from the bundle's manifest, and sign it."""
     from whistle.core.bundle import BundleReader
-    from whistle.core.replies import RepliesError, SealedReply, append_reply, seal_reply
+    from whistle.core.replies import RepliesError, append_reply, seal_reply
 
     try:
         text = Path(args.text_file).read_text(encoding="utf-8")
@@ -138,12 +222,13 @@ def cmd_reply(args: argparse.Namespace) -> int:
     if len(matches) != 1:
         raise CommandError(f"report {args.report!r} is {'ambiguous' if matches else 'not'} in this bundle")
     report = matches[0]
+    # The key is opened only once the report is known, so a typo costs no argon2 derivation.
+    signing_key = load_signing_key(args.key, args.passphrase_file)
     recipient = UnitPublicKey.from_base64(report.source_public_key)
     try:
-        count = append_reply(Path(args.out), SealedReply(report.id, recipient.encode(),
-                                                         seal_reply(text, recipient)))
+        count = append_reply(Path(args.out), seal_reply(text, report.id, recipient, signing_key))
     except RepliesError as exc:
         raise CommandError(str(exc)) from exc
-    print(f"reply to report {report.id} sealed to its source; {args.out} now holds {count} "
+    print(f"reply to report {report.id} sealed to its source and signed; {args.out} now holds {count} "
           "repl" + ("y" if count == 1 else "ies") + ". Carry it to the server: whistle import-replies")
     return 0

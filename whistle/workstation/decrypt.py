@@ -2,7 +2,15 @@
 """Offline workstation: decrypt a bundle into one folder per report.
 
 Imports no Flask and needs no database. Nothing half-written: everything is decrypted into a
-staging folder inside ``out`` and moved into place only when the whole bundle decrypted cleanly.
+staging folder inside ``out`` and moved into place at the end.
+
+Each item is opened on its own. One that does not open or does not check out (junk posted to the
+server, an envelope sealed to another key, a truncated or swapped attachment, an invalid
+category) is *quarantined*: listed by report, item and reason, never written as it came, while
+every other item is written. With ``strict`` any quarantined part refuses the whole bundle and
+nothing is written; with ``strict=False`` a bundle of which nothing at all could be written is
+refused the same way. Quarantine is an outcome the caller is told about
+(:attr:`DecryptSummary.quarantined`), never a silent skip.
 
 After a key rotation a bundle may hold envelopes sealed to the old unit key and to the new one:
 :func:`decrypt_bundle` takes a keyring and opens each envelope with whichever key opens it.
@@ -10,36 +18,69 @@ After a key rotation a bundle may hold envelopes sealed to the old unit key and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import tempfile
-import unicodedata
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from whistle.core.bundle import BundleReader, BundleReport
+from whistle.core.bundle import BundleError, BundleItem, BundleReader, BundleReport
 from whistle.core.crypto import (
     CryptoError,
     DecryptionError,
     Envelope,
+    StreamFormatError,
     UnitSecretKey,
-    decrypt_stream,
+    iter_decrypt,
     open_envelope,
 )
 from whistle.core.enums import ItemKind, channel_text
 from whistle.core.errors import WhistleError
 from whistle.core.files import atomic_write, safe_join
+from whistle.workstation.names import NameSlots, safe_filename
+from whistle.workstation.render import (
+    SavedAttachment,
+    inert_line,
+    render_item,
+    render_quarantine,
+)
 
-_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
-_MAX_NAME = 120
+__all__ = ["BundleDecryptError", "DecryptSummary", "Quarantined", "decrypt_bundle", "safe_filename"]
+
+QUARANTINE_FILE = "QUARANTINE.txt"
+# The code syntax of the deployment's categories (whistle/server/config.py). The workstation does
+# not know which codes a deployment uses, only what a code can look like.
+CATEGORY_CODE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
 
 Progress = Callable[[int, int], None]
 
 
 class BundleDecryptError(WhistleError):
-    """Decrypting a bundle failed; nothing was written to the output folder."""
+    """Decrypting a bundle failed as a whole; nothing was written to the output folder."""
+
+
+class ItemRefusedError(WhistleError):
+    """An item opened but does not match its manifest entry (kind, attachment count)."""
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """One part of a bundle not written as it came: which report, item and part, and why."""
+
+    report_id: str
+    item_id: str
+    seq: int
+    kind: str
+    part: str
+    reason: str
+
+    def describe(self) -> str:
+        """One inert line for a person: the terminal, QUARANTINE.txt, an error message."""
+        return inert_line(f"report {self.report_id} item {self.item_id} (seq {self.seq}, "
+                          f"{self.kind}) {self.part}: {self.reason}")
 
 
 @dataclass(frozen=True)
@@ -51,40 +92,9 @@ class DecryptSummary:
     attachments: int
     # Envelopes each key of the keyring opened, in the order the keys were given.
     opened_by: tuple[int, ...] = ()
-
-
-def safe_filename(name: str, fallback: str = "attachment") -> str:
-    """A file name safe on any OS: no path parts, no control characters, no hidden or reserved
-    names, no trailing dots or spaces, at most 120 characters, extension kept."""
-    name = unicodedata.normalize("NFC", name)
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    cleaned = "".join(
-        "_" if (unicodedata.category(c)[0] == "C" or c in '<>:"|?*') else c for c in name
-    )
-    # Leading dots hide a file; trailing dots and spaces are dropped or refused by Windows.
-    cleaned = re.sub(r"^[\s.]+|[\s.]+$", "", cleaned) or fallback
-    stem, dot, ext = cleaned.rpartition(".")
-    if not dot:
-        stem, ext = cleaned, ""
-    # Windows treats NUL.tar.gz like NUL: check what comes before the first dot.
-    if stem.split(".", 1)[0].strip().lower() in _RESERVED:
-        stem = f"_{stem}"
-    ext = ext[:16].rstrip()
-    room = _MAX_NAME - (len(ext) + 1 if ext else 0)
-    stem = stem[:room].rstrip(" .") or fallback
-    return f"{stem}.{ext}" if ext else stem
-
-
-def _unique(directory: Path, name: str) -> Path:
-    candidate = safe_join(directory, name)
-    stem, dot, ext = name.rpartition(".")
-    if not dot:
-        stem, ext = name, ""
-    n = 2
-    while candidate.exists():
-        candidate = safe_join(directory, f"{stem} ({n}){'.' + ext if ext else ''}")
-        n += 1
-    return candidate
+    # Parts not written as they came (empty unless ``strict=False``), and where they are listed.
+    quarantined: tuple[Quarantined, ...] = ()
+    quarantine_file: Path | None = None
 
 
 def decrypt_bundle(
@@ -94,12 +104,16 @@ def decrypt_bundle(
     *,
     categories: dict[str, str] | None = None,
     progress: Progress | None = None,
+    strict: bool = True,
 ) -> DecryptSummary:
     """Decrypt every report and message of a bundle into ``out_dir/<report id>/``.
 
     ``secret_key`` is one unit key or a keyring (say, the old and the new key after a rotation):
-    each envelope is opened with whichever key opens it. Raises :class:`BundleDecryptError` (wrapping
-    the cause) and leaves ``out_dir`` as it was.
+    each envelope is opened with whichever key opens it. With ``strict`` (the default) any part
+    that fails refuses the bundle; otherwise failed parts are quarantined: listed in the summary
+    and in ``out_dir/QUARANTINE.txt``, the rest written. Raises :class:`BundleDecryptError`
+    (naming the first failed part, or wrapping the cause) and leaves ``out_dir`` as it was when
+    the bundle is unreadable, when ``strict`` and anything failed, or when nothing could be written.
     """
     keys = [secret_key] if isinstance(secret_key, UnitSecretKey) else list(secret_key)
     if not keys:
@@ -109,31 +123,30 @@ def decrypt_bundle(
     staging = Path(tempfile.mkdtemp(prefix=".whistle-staging-", dir=out_dir))
     try:
         with BundleReader(bundle_path) as bundle:
-            total = sum(bundle.size(i.envelope) + sum(bundle.size(a) for a in i.attachments)
-                        for _, i in bundle.iter_items())
-            done = [0]
-
-            def advance(n: int) -> None:
-                done[0] += n
-                if progress is not None:
-                    progress(done[0], total)
-
-            items = attachments = 0
+            run = _Run(bundle, _Keyring(keys, opened), staging, out_dir, categories or {}, progress)
             for report in bundle.reports:
-                n_items, n_atts = _decrypt_report(bundle, report, _Keyring(keys, opened), staging,
-                                                  categories or {}, advance)
-                items += n_items
-                attachments += n_atts
+                run.decrypt_report(report)
+            created_on = bundle.meta["created_on"]
+        if run.quarantined and (strict or run.items == 0):
+            first = run.quarantined[0].describe()
+            more = len(run.quarantined) - 1
+            prefix = "" if strict else "not one item could be written; first: "
+            raise BundleDecryptError(prefix + first + (f" (and {more} more)" if more else ""))
+        # A report of which nothing opened gets no folder: its items are in QUARANTINE.txt.
         dirs = [_move_into_place(staging / r.id, out_dir / r.id) for r in bundle.reports
-                if (staging / r.id).exists()]
-        return DecryptSummary(report_dirs=dirs, items=items, attachments=attachments,
-                              opened_by=tuple(opened))
+                if (staging / r.id).exists() and any((staging / r.id).iterdir())]
+        qfile = None
+        if run.quarantined:
+            qfile = _append_quarantine(out_dir, bundle_path.name, created_on, run.quarantined)
+        return DecryptSummary(report_dirs=dirs, items=run.items, attachments=run.attachments,
+                              opened_by=tuple(opened), quarantined=tuple(run.quarantined),
+                              quarantine_file=qfile)
     except BundleDecryptError:
         raise
     except (CryptoError, OSError, ValueError) as exc:
-        raise BundleDecryptError(str(exc)) from exc
+        raise BundleDecryptError(inert_line(str(exc))) from exc
     except Exception as exc:  # noqa: BLE001 - BundleError and anything else: one clear error
-        raise BundleDecryptError(str(exc) or type(exc).__name__) from exc
+        raise BundleDecryptError(inert_line(str(exc)) or type(exc).__name__) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -162,63 +175,156 @@ class _Keyring:
                               "(wrong keys or altered)")
 
 
-def _decrypt_report(
-    bundle: BundleReader,
-    report: BundleReport,
-    keys: _Keyring,
-    staging: Path,
-    categories: dict[str, str],
-    advance: Callable[[int], None],
-) -> tuple[int, int]:
-    folder = safe_join(staging, report.id)
-    folder.mkdir(mode=0o700)
-    n_atts = 0
-    n_items = 0
-    for item in report.items:
-        if item.kind == ItemKind.REPLY:
-            continue  # sealed to the source, not to us
-        sealed = bundle.read_small(item.envelope)
-        advance(len(sealed))
-        envelope = keys.open(sealed)
-        if envelope.kind != item.kind:
-            raise BundleDecryptError(
-                f"item {item.id}: envelope says {envelope.kind!r}, manifest {item.kind!r}")
-        if len(envelope.attachments) != len(item.attachments):
-            raise BundleDecryptError(f"item {item.id}: envelope lists {len(envelope.attachments)} "
-                               f"attachments, bundle holds {len(item.attachments)}")
-        saved: list[str] = []
-        att_dir = folder / "attachments"
-        for ref, member in zip(envelope.attachments, item.attachments, strict=True):
-            att_dir.mkdir(exist_ok=True, mode=0o700)
-            target = _unique(att_dir, safe_filename(ref.name))
-            with bundle.open(member) as src, target.open("xb") as dst:
-                decrypt_stream(src, dst, ref.key, expected_size=ref.size, progress=advance)
-            saved.append(target.name)
-            n_atts += 1
+# What one part of an item can fail with and still leave the rest of the bundle readable.
+# Anything else (OSError writing the output, a bug) stops the whole run.
+_PART_ERRORS = (CryptoError, BundleError, ItemRefusedError)
+
+
+@dataclass
+class _Folder:
+    """A report's staging folder and the names taken in it and in what ``out`` already holds."""
+
+    path: Path
+    names: NameSlots
+    attachment_names: NameSlots
+
+
+@dataclass
+class _Run:
+    """One decryption: the bundle, where it goes, and what came out so far."""
+
+    bundle: BundleReader
+    keys: _Keyring
+    staging: Path
+    out_dir: Path
+    categories: dict[str, str]
+    progress: Progress | None
+    items: int = 0
+    attachments: int = 0
+    quarantined: list[Quarantined] = field(default_factory=list)
+    _done: int = 0
+    _total: int = -1
+
+    def advance(self, n: int) -> None:
+        """Count ``n`` bytes of the bundle as handled, decrypted or quarantined."""
+        if self._total < 0:
+            self._total = sum(self.bundle.size(i.envelope) + sum(self.bundle.size(a) for a in i.attachments)
+                              for _, i in self.bundle.iter_items())
+        self._done += n
+        if self.progress is not None:
+            self.progress(self._done, self._total)
+
+    def quarantine(self, report: BundleReport, item: BundleItem, part: str, exc: Exception) -> Quarantined:
+        entry = Quarantined(report.id, item.id, item.seq, item.kind, part, str(exc) or type(exc).__name__)
+        self.quarantined.append(entry)
+        return entry
+
+    def decrypt_report(self, report: BundleReport) -> None:
+        """Decrypt the report's items one by one into its staging folder (made when needed)."""
+        folder: _Folder | None = None
+        for item in report.items:
+            if item.kind == ItemKind.REPLY:
+                continue  # sealed to the source, not to us
+            if folder is None:
+                folder = self._folder(report)
+            self._decrypt_item(report, item, folder)
+
+    def _folder(self, report: BundleReport) -> _Folder:
+        path = safe_join(self.staging, report.id)
+        path.mkdir(mode=0o700)
+        # Names are chosen against what an earlier bundle left in out/<id>/ too, once per folder,
+        # so that moving into place never renames a file report.txt already lists.
+        dest = self.out_dir / report.id
+        return _Folder(path, NameSlots(_listdir(dest)), NameSlots(_listdir(dest / "attachments")))
+
+    def _decrypt_item(self, report: BundleReport, item: BundleItem, folder: _Folder) -> None:
+        member_sizes = [self.bundle.size(m) for m in item.attachments]
+        try:
+            sealed = self.bundle.read_small(item.envelope)
+            self.advance(len(sealed))
+            envelope = self.keys.open(sealed)
+            if envelope.kind != item.kind:
+                raise ItemRefusedError(f"envelope says {envelope.kind!r}, manifest {item.kind!r}")
+            if len(envelope.attachments) != len(item.attachments):
+                raise ItemRefusedError(f"envelope lists {len(envelope.attachments)} attachments, "
+                                       f"bundle holds {len(item.attachments)}")
+        except _PART_ERRORS as exc:
+            self.quarantine(report, item, "envelope", exc)
+            self.advance(sum(member_sizes))  # attachments of an envelope that does not open
+            return
+        notes: list[str] = []
+        category: str | None = None
+        if item.kind == ItemKind.REPORT:
+            if CATEGORY_CODE.match(envelope.category):
+                label = self.categories.get(envelope.category, "")
+                category = envelope.category + (f" ({label})" if label else "")
+            else:
+                category = f"invalid category \"{inert_line(envelope.category, 64)}\" (quarantined)"
+                notes.append(self.quarantine(report, item, "category",
+                                             ItemRefusedError("invalid category")).describe())
+        saved: list[SavedAttachment] = []
+        for index, (ref, member, size) in enumerate(zip(envelope.attachments, item.attachments,
+                                                        member_sizes, strict=True)):
+            try:
+                saved.append(SavedAttachment(self._attachment(folder, ref.name, member, ref.key,
+                                                              ref.size, size), ref.name))
+            except _PART_ERRORS as exc:
+                part = f"attachment {index} \"{inert_line(ref.name, 80)}\""
+                notes.append(self.quarantine(report, item, part, exc).describe())
+        text = render_item(report_id=report.id, kind=item.kind, seq=item.seq, day=item.created_on,
+                           channel=channel_text(report.channel), category=category,
+                           body=envelope.body, attachments=saved, quarantined=notes)
         name = "report.txt" if item.kind == ItemKind.REPORT else f"message-{item.seq:03d}.txt"
-        text = _render(report, item.kind, item.seq, item.created_on, envelope.category,
-                       categories.get(envelope.category, ""), envelope.body, saved)
-        atomic_write(_unique(folder, name), text.encode("utf-8"))
-        n_items += 1
-    return n_items, n_atts
+        atomic_write(folder.path / folder.names.claim(name), text.encode("utf-8"))
+        self.items += 1
+        self.attachments += len(saved)
+
+    def _attachment(self, folder: _Folder, sent_as: str, member: str, key: bytes,
+                    expected: int, size: int) -> str:
+        """Decrypt one attachment into a temporary file, then give it its name; return the name."""
+        att_dir = folder.path / "attachments"
+        att_dir.mkdir(exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=att_dir)
+        consumed = [0]
+        try:
+            with os.fdopen(fd, "wb") as dst:
+                total = 0
+                for piece in iter_decrypt(self._pieces(member, consumed), key):
+                    total += len(piece)
+                    if total > expected:  # stop reading as soon as it is too long
+                        raise StreamFormatError("attachment longer than the envelope says")
+                    dst.write(piece)
+            if total != expected:
+                raise StreamFormatError("attachment size differs from the envelope")
+            name = folder.attachment_names.claim(safe_filename(sent_as))
+            os.replace(tmp, att_dir / name)
+            return name
+        except BaseException:
+            self.advance(size - consumed[0])  # what the failure left unread counts as handled
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def _pieces(self, member: str, consumed: list[int]) -> Iterator[bytes]:
+        for piece in self.bundle.iter_member(member):
+            consumed[0] += len(piece)
+            self.advance(len(piece))
+            yield piece
 
 
-def _render(report: BundleReport, kind: str, seq: int, day: str, category: str, label: str,
-            body: str, saved: list[str]) -> str:
-    lines = [f"Report {report.id}" if kind == ItemKind.REPORT else f"Message {seq} on report {report.id}",
-             f"Date: {day}"]
-    if kind == ItemKind.REPORT:
-        lines.append(f"Category: {category}" + (f" ({label})" if label else ""))
-        # The channel's label and where it was encrypted, in English like the rest of the file,
-        # from the same table the investigators' pages translate (core.enums).
-        lines.append(f"Channel: {channel_text(report.channel)}")
-    if saved:
-        lines.append("Attachments: " + ", ".join(f"attachments/{n}" for n in saved))
-    return "\n".join(lines) + "\n\n" + body + ("\n" if not body.endswith("\n") else "")
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _move_into_place(src: Path, dst: Path) -> Path:
-    """Move a decrypted report folder into ``out``, merging into one decrypted earlier."""
+    """Move a decrypted report folder into ``out``, merging into one decrypted earlier.
+
+    Names in ``src`` were chosen against ``dst``'s (:meth:`_Run._folder`), so a merge renames
+    nothing; a file that appeared in between is still never overwritten.
+    """
     if not dst.exists():
         os.replace(src, dst)
         return dst
@@ -228,5 +334,18 @@ def _move_into_place(src: Path, dst: Path) -> Path:
         rel = path.relative_to(src)
         target_dir = dst / rel.parent
         target_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.replace(path, _unique(target_dir, rel.name))
+        target = target_dir / rel.name
+        if target.exists():
+            target = target_dir / NameSlots(_listdir(target_dir)).claim(rel.name)
+        os.replace(path, target)
     return dst
+
+
+def _append_quarantine(out_dir: Path, bundle_name: str, created_on: str,
+                       entries: list[Quarantined]) -> Path:
+    """Add this run's section to ``out/QUARANTINE.txt`` (earlier runs' sections are kept)."""
+    path = out_dir / QUARANTINE_FILE
+    before = path.read_text(encoding="utf-8") + "\n" if path.exists() else ""
+    section = render_quarantine(bundle_name, created_on, [e.describe() for e in entries])
+    atomic_write(path, (before + section).encode("utf-8"))
+    return path

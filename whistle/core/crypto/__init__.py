@@ -3,7 +3,8 @@
 
 One fixed encoding (standard base64 with padding), small typed key objects and one exception
 hierarchy rooted at :class:`CryptoError`. Formats are specified in ``docs/protocol.md``; the
-submodules are ``keys``, ``envelope``, ``stream`` and ``errors``.
+submodules are ``keys``, ``signing`` (the unit's Ed25519 reply-signing key), ``keyfile`` (the
+encrypted private key file), ``envelope``, ``stream`` and ``errors``.
 
 This package imports no Flask and touches no database: the offline workstation uses it as is.
 """
@@ -26,17 +27,22 @@ from whistle.core.crypto.errors import (
     DecryptionError,
     EnvelopeFormatError,
     KeyFormatError,
+    MissingSigningKeyError,
+    SignatureError,
     StreamFormatError,
     WrongPassphraseError,
 )
+from whistle.core.crypto.keyfile import UnitKeyFile
 from whistle.core.crypto.keys import (
     SECRET_KEY_FORMAT,
     UnitPublicKey,
     UnitSecretKey,
     b64decode,
     b64encode,
+    fingerprint,
     is_version,
 )
+from whistle.core.crypto.signing import SIGNATURE_BYTES, UnitSigningKey, UnitVerifyKey
 from whistle.core.crypto.stream import (
     CHUNK_SIZE,
     CIPHER_CHUNK_SIZE,
@@ -62,8 +68,15 @@ __all__ = [
     "WrongPassphraseError",
     "EnvelopeFormatError",
     "StreamFormatError",
+    "SignatureError",
+    "MissingSigningKeyError",
     "UnitPublicKey",
     "UnitSecretKey",
+    "UnitKeyFile",
+    "UnitSigningKey",
+    "UnitVerifyKey",
+    "SIGNATURE_BYTES",
+    "fingerprint",
     "AttachmentRef",
     "Envelope",
     "seal_envelope",

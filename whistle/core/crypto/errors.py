@@ -28,3 +28,12 @@ class EnvelopeFormatError(CryptoError):
 
 class StreamFormatError(DecryptionError):
     """An attachment stream is truncated, reordered, altered or of the wrong size."""
+
+
+class SignatureError(CryptoError):
+    """A detached signature did not verify: another key made it, or the signed bytes changed."""
+
+
+class MissingSigningKeyError(KeyFormatError):
+    """A private key file holds no signing key (a version-1 file, written before replies were
+    signed); ``whistle keygen --add-signing-key`` adds one."""

@@ -6,19 +6,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-import unicodedata
 from pathlib import Path
 
 import nacl.encoding
-import nacl.exceptions
 import nacl.hash
 import nacl.pwhash
-import nacl.secret
-import nacl.utils
 from nacl.public import PrivateKey, PublicKey
 
-from whistle.core.crypto.errors import KeyFormatError, WrongPassphraseError
+from whistle.core.crypto.errors import KeyFormatError
 
 SECRET_KEY_FORMAT = "whistle-unit-secret-key"  # noqa: S105 - a format tag, not a secret
 
@@ -44,6 +39,33 @@ def b64decode(text: str, *, size: int | None = None) -> bytes:
     return data
 
 
+def fingerprint(raw: bytes) -> str:
+    """BLAKE2b-128 of public-key bytes as 8 groups of 4 uppercase hex digits (docs/protocol.md)."""
+    digest = nacl.hash.blake2b(raw, digest_size=16, encoder=nacl.encoding.RawEncoder)
+    hexed = digest.hex().upper()
+    return " ".join(hexed[i : i + 4] for i in range(0, 32, 4))
+
+
+def read_key_line(path: Path, what: str) -> str:
+    """The one base64 line of a public key file (``unit.pub``, ``unit-sign.pub``): ``#`` comments
+    and blank lines ignored; raise :class:`KeyFormatError` naming ``what`` and ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise KeyFormatError(f"{what} not found: {path}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFormatError(f"{what} unreadable: {path}: {exc}") from exc
+    lines = [ln.strip() for ln in text.splitlines()]
+    keys = [ln for ln in lines if ln and not ln.startswith("#")]
+    if len(keys) != 1:
+        raise KeyFormatError(f"{path} must hold exactly one base64 key line, found {len(keys)}")
+    try:
+        b64decode(keys[0], size=32)
+    except KeyFormatError as exc:
+        raise KeyFormatError(f"{path}: malformed public key ({exc})") from exc
+    return keys[0]
+
+
 class UnitPublicKey:
     """The investigation unit's X25519 public key: reports are sealed to it."""
 
@@ -62,20 +84,7 @@ class UnitPublicKey:
     @classmethod
     def load(cls, path: Path) -> UnitPublicKey:
         """Read a ``unit.pub`` file: one base64 line, ``#`` comments and blank lines ignored."""
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError as exc:
-            raise KeyFormatError(f"unit public key not found: {path}") from exc
-        except (OSError, UnicodeDecodeError) as exc:
-            raise KeyFormatError(f"unit public key unreadable: {path}: {exc}") from exc
-        lines = [ln.strip() for ln in text.splitlines()]
-        keys = [ln for ln in lines if ln and not ln.startswith("#")]
-        if len(keys) != 1:
-            raise KeyFormatError(f"{path} must hold exactly one base64 key line, found {len(keys)}")
-        try:
-            return cls.from_base64(keys[0])
-        except KeyFormatError as exc:
-            raise KeyFormatError(f"{path}: malformed public key ({exc})") from exc
+        return cls.from_base64(read_key_line(path, "unit public key"))
 
     def encode(self) -> bytes:
         """The 32 raw key bytes."""
@@ -91,9 +100,7 @@ class UnitPublicKey:
 
     def fingerprint(self) -> str:
         """BLAKE2b-128 of the key bytes as 8 groups of 4 uppercase hex digits."""
-        digest = nacl.hash.blake2b(self.encode(), digest_size=16, encoder=nacl.encoding.RawEncoder)
-        hexed = digest.hex().upper()
-        return " ".join(hexed[i : i + 4] for i in range(0, 32, 4))
+        return fingerprint(self.encode())
 
     @property
     def nacl_key(self) -> PublicKey:
@@ -160,72 +167,24 @@ class UnitSecretKey:
         opslimit: int = nacl.pwhash.argon2id.OPSLIMIT_MODERATE,
         memlimit: int = nacl.pwhash.argon2id.MEMLIMIT_MODERATE,
     ) -> str:
-        """Serialise under a passphrase (argon2id + secretbox); see docs/protocol.md section 1."""
-        if not passphrase:
-            raise KeyFormatError("an empty passphrase cannot protect a private key")
-        salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
-        box_key = nacl.pwhash.argon2id.kdf(
-            32, _norm_key_passphrase(passphrase), salt, opslimit=opslimit, memlimit=memlimit
-        )
-        nonce = nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE)
-        ciphertext = nacl.secret.SecretBox(box_key).encrypt(self.encode(), nonce).ciphertext
-        doc = {
-            "format": SECRET_KEY_FORMAT,
-            "v": 1,
-            "public_key": self.public_key.to_base64(),
-            "kdf": "argon2id13",
-            "opslimit": opslimit,
-            "memlimit": memlimit,
-            "salt": b64encode(salt),
-            "nonce": b64encode(nonce),
-            "ciphertext": b64encode(ciphertext),
-        }
-        return json.dumps(doc, indent=1) + "\n"
+        """Serialise alone (a version-1 key file) under a passphrase; docs/protocol.md section 1.
+        :class:`whistle.core.crypto.keyfile.UnitKeyFile` writes the key with its signing key."""
+        from whistle.core.crypto.keyfile import UnitKeyFile  # keyfile imports this module
+
+        return UnitKeyFile(self).to_encrypted_json(passphrase, opslimit=opslimit, memlimit=memlimit)
 
     @classmethod
     def from_encrypted_json(cls, text: str, passphrase: str) -> UnitSecretKey:
-        """Open a private key file; raise :class:`WrongPassphraseError` on a wrong passphrase."""
-        try:
-            doc = json.loads(text)
-            if doc.get("format") != SECRET_KEY_FORMAT or not is_version(doc.get("v"), 1):
-                raise KeyFormatError("not a whistle private key file")
-            if doc.get("kdf") != "argon2id13":
-                raise KeyFormatError("unsupported key derivation")
-            opslimit, memlimit = int(doc["opslimit"]), int(doc["memlimit"])
-            salt = b64decode(doc["salt"], size=nacl.pwhash.argon2id.SALTBYTES)
-            nonce = b64decode(doc["nonce"], size=nacl.secret.SecretBox.NONCE_SIZE)
-            ciphertext = b64decode(doc["ciphertext"], size=32 + nacl.secret.SecretBox.MACBYTES)
-            expected = UnitPublicKey.from_base64(doc["public_key"])
-        # OverflowError: a cost of Infinity; RecursionError: deeply nested JSON.
-        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
-            raise KeyFormatError(f"malformed private key file: {exc}") from exc
-        # Bound the costs an attacker-supplied file could make us spend.
-        if not (1 <= opslimit <= 64 and 8192 <= memlimit <= 4 * 1024**3):
-            raise KeyFormatError("private key file asks for unreasonable argon2 costs")
-        box_key = nacl.pwhash.argon2id.kdf(
-            32, _norm_key_passphrase(passphrase), salt, opslimit=opslimit, memlimit=memlimit
-        )
-        try:
-            raw = nacl.secret.SecretBox(box_key).decrypt(ciphertext, nonce)
-        except nacl.exceptions.CryptoError as exc:
-            raise WrongPassphraseError("wrong passphrase for this private key file") from exc
-        key = cls.from_raw(raw)
-        if key.public_key != expected:
-            raise KeyFormatError("private key file is corrupt: public key does not match")
-        return key
+        """Open a private key file (version 1 or 2) for its X25519 key; raise
+        :class:`WrongPassphraseError` on a wrong passphrase, :class:`KeyFormatError` on a bad file."""
+        from whistle.core.crypto.keyfile import UnitKeyFile
+
+        return UnitKeyFile.from_encrypted_json(text, passphrase).secret_key
 
     @classmethod
     def load_encrypted(cls, path: Path, passphrase: str) -> UnitSecretKey:
         """Read and open a private key file from disk."""
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise KeyFormatError(f"cannot read private key file {path}: {exc}") from exc
-        return cls.from_encrypted_json(text, passphrase)
+        from whistle.core.crypto.keyfile import UnitKeyFile
 
-
-def _norm_key_passphrase(passphrase: str) -> bytes:
-    # NFC so that the same passphrase typed on two keyboards/OSes derives the same key.
-    return unicodedata.normalize("NFC", passphrase).encode("utf-8")
-
+        return UnitKeyFile.load_encrypted(path, passphrase).secret_key
 

@@ -180,7 +180,8 @@ def upload_replies() -> ResponseReturnValue:
     try:
         replies = parse_replies(data)
         with get_state().sessions.begin() as db:
-            count = import_replies(db, replies, current_investigator().name)
+            count = import_replies(db, replies, current_investigator().name,
+                                   get_state().unit_sign_key)
     except RepliesError as exc:
         flash(_("The replies file was refused and nothing was imported: %(reason)s", reason=str(exc)),
               "error")

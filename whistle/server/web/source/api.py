@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from flask import jsonify, request
+from flask import jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 
 from whistle.core.enums import Channel
@@ -35,7 +35,10 @@ def api_pow() -> ResponseReturnValue:
 
 @bp.errorhandler(common.UploadRejected)
 def upload_rejected(exc: common.UploadRejected) -> ResponseReturnValue:
-    return jsonify(error=exc.code, message=exc.message), exc.status
+    """JSON for the API; the error page for a form (nothing was stored either way)."""
+    if request.path.startswith("/api/"):
+        return jsonify(error=exc.code, message=exc.message), exc.status
+    return render_template("error.html", code=exc.status, message=exc.message), exc.status
 
 
 @bp.post("/api/v1/reports")

@@ -41,6 +41,12 @@ def seal_form(kind: ItemKind, category: str, body: str, files: list[FileStorage]
     """Seal a JavaScript-off post: the files were encrypted as they arrived (uploads.py); the
     text and the files' keys go into an envelope sealed here, in memory."""
     state = get_state()
+    limit = state.config.max_envelope_bytes
+    # The same ceiling as a browser-sealed envelope (read_sealed_upload): file names come from
+    # part headers of up to 2 MiB each, and an envelope the workstation refuses as too large
+    # would block the whole bundle. Checked on the names first, before anything is built.
+    if sum(len((f.filename or "").encode()) + len((f.mimetype or "").encode()) for f in files) > limit:
+        raise UploadRejected(413, "too_large", _("The file names are too long."))
     spools: list[EncryptingSpool] = []
     refs: list[AttachmentRef] = []
     for storage in files:
@@ -58,6 +64,8 @@ def seal_form(kind: ItemKind, category: str, body: str, files: list[FileStorage]
     # everywhere makes both paths produce the same envelope.
     envelope = Envelope(kind=kind.value, category=category, body=body.replace("\r\n", "\n"),
                         attachments=tuple(refs))
+    if len(envelope.to_bytes()) > limit:
+        raise UploadRejected(413, "too_large", _("The file names are too long."))
     return seal_envelope(envelope, state.unit_key), spools
 
 

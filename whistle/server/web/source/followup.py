@@ -17,9 +17,10 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from whistle.core.crypto import CryptoError, UnitSecretKey, open_envelope
+from whistle.core.crypto import CryptoError, UnitSecretKey
 from whistle.core.enums import Channel, ItemKind
 from whistle.core.passphrase import GateBusyError, PassphraseError
+from whistle.core.replies import ReplyAuthError, SealedReply, open_reply
 from whistle.server import uploads
 from whistle.server.blobstore import read_bytes
 from whistle.server.casework import add_message
@@ -124,8 +125,14 @@ def case() -> ResponseReturnValue:
 
 
 def case_view(report_id: str, secret_key: UnitSecretKey) -> dict[str, object]:
-    """What the source sees: status, dates, and the conversation with replies decrypted."""
-    with get_state().sessions() as db:
+    """What the source sees: status, dates, and the conversation with replies decrypted.
+
+    A reply is shown as the unit's only when its signature verifies with ``unit-sign.pub`` over the
+    stored ciphertext, this report's id and the *stored* source key, and the opened envelope names
+    the same report and key. Anything else (planted in the database, re-sealed after a key swap,
+    stored before replies were signed) is withheld: listed, so the source knows, never shown."""
+    state = get_state()
+    with state.sessions() as db:
         report = db.get(Report, report_id)
         if report is None:
             return {"report": None, "entries": []}
@@ -134,10 +141,15 @@ def case_view(report_id: str, secret_key: UnitSecretKey) -> dict[str, object]:
             entry: dict[str, object] = {"kind": item.kind, "date": item.created_on,
                                         "attachments": len(item.attachments)}
             if item.kind == ItemKind.REPLY:
+                reply = SealedReply(report.id, report.source_public_key,
+                                    read_bytes(db, item.envelope_blob_id), item.signature or b"")
                 try:
-                    entry["body"] = open_envelope(read_bytes(db, item.envelope_blob_id), secret_key).body
+                    entry["body"] = open_reply(reply, secret_key, state.unit_sign_key)
+                except ReplyAuthError:
+                    entry["withheld"] = True
                 except CryptoError:
-                    # Shown, never skipped: the source must know a reply exists but failed.
+                    # Signed by the unit but does not open: shown, never skipped, so the source
+                    # knows a reply exists and can ask for it again.
                     entry["error"] = True
             entries.append(entry)
         return {"report": report, "entries": entries}

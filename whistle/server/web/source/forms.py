@@ -15,10 +15,12 @@ from whistle.server.i18n import category_choices
 
 
 class SealedLength:
-    """At most ``max`` characters as typed *and* as the envelope will hold the text: NFC with LF
-    line ends (common.seal_form). NFC can lengthen a text (U+FB2C becomes 3 characters) and the
-    envelope refuses more than MAX_BODY_CHARS, which was a 500. Anything but text (a file part
-    or a JSON number posted as the field) is refused too."""
+    """At most ``max`` characters as the envelope will hold the text: Unicode code points after
+    CRLF → LF and NFC (common.seal_form, docs/protocol.md section 2), the same count as the
+    page's script. NFC can lengthen a text (U+FB2C becomes 3 characters) and the envelope
+    refuses more than MAX_BODY_CHARS, which was a 500. A line break counts once, as in the
+    browser's text box and on the JavaScript path, although a form post sends it as CRLF.
+    Anything but text (a file part or a JSON number posted as the field) is refused too."""
 
     def __init__(self, max: int, message: object) -> None:
         self.max, self.message = max, message
@@ -30,7 +32,7 @@ class SealedLength:
                 raise ValidationError(self.message)
             return
         sealed = unicodedata.normalize("NFC", data.replace("\r\n", "\n"))
-        if len(data) > self.max or len(sealed) > self.max:
+        if len(sealed) > self.max:
             raise ValidationError(self.message)
 
 

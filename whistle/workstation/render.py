@@ -1,0 +1,108 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Text the workstation writes for a person, made inert, and the layout of the files it writes.
+
+Everything in a report comes from a stranger, and the bundle's manifest from a server assumed
+hostile some day. A text file is read with ``cat`` or ``less -R``, a name is printed in a terminal:
+an ``ESC]52`` sequence there writes the investigator's clipboard, ``ESC[2J`` clears the screen, a
+carriage return overwrites a line that looks checked, a U+202E (right-to-left override) makes
+``invoice<U+202E>fdp.exe`` display as ``invoiceexe.pdf``. So every character that could act rather than
+be read is written visibly as an escape instead: C0 controls but newline and tab (and a
+carriage return just before a newline, a Windows line ending), DEL, the C1 controls (U+0080 to
+U+009F: U+009B alone starts a CSI sequence in some terminals), the bidirectional controls, the
+Unicode line and paragraph separators and lone surrogates (which cannot even be written as UTF-8).
+A backslash is left as it is: the escapes are for reading, not for decoding back.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Bidirectional formatting characters (Unicode UAX #9): embeddings, overrides, isolates, marks.
+_BIDI = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_OTHER = r"\x7f-\x9f\u2028\u2029\ud800-\udfff" + _BIDI
+# In text with lines: every C0 control but tab (0x09) and newline (0x0a).
+_TEXT_HOSTILE = re.compile(r"[\x00-\x08\x0b-\x1f" + _OTHER + "]")
+# On one line (a field, a name, a terminal line): tab and newline too.
+_LINE_HOSTILE = re.compile(r"[\x00-\x1f" + _OTHER + "]")
+
+
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _visible(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}"  # every character matched is in the Basic Multilingual Plane
+
+
+def inert_text(text: str) -> str:
+    """``text`` with its lines kept and every other control or bidi character made visible."""
+    return _TEXT_HOSTILE.sub(_visible, text.replace("\r\n", "\n"))
+
+
+def inert_line(text: str, limit: int | None = None) -> str:
+    """``text`` as one inert line: newlines and tabs made visible too; at most ``limit``
+    characters of the original, then an ellipsis."""
+    if limit is not None and len(text) > limit:
+        return _LINE_HOSTILE.sub(_visible, text[:limit]) + "…"
+    return _LINE_HOSTILE.sub(_visible, text)
+
+
+@dataclass(frozen=True)
+class SavedAttachment:
+    """An attachment written to disk: the name it was saved under and the name it was sent as."""
+
+    saved: str
+    sent_as: str
+
+
+def render_item(
+    *,
+    report_id: str,
+    kind: str,
+    seq: int,
+    day: str,
+    channel: str,
+    category: str | None,
+    body: str,
+    attachments: list[SavedAttachment],
+    quarantined: list[str],
+) -> str:
+    """The text of ``report.txt`` (``kind`` "report") or ``message-NNN.txt``.
+
+    ``category`` is the line's value already checked (or marked invalid) by the caller; every
+    field that came from the bundle is made inert here.
+    """
+    is_report = kind == "report"
+    lines = [f"Report {report_id}" if is_report else f"Message {seq} on report {report_id}",
+             f"Date: {inert_line(day)}"]
+    if is_report:
+        lines.append(f"Category: {inert_line(category or '')}")
+        # The channel's label and where it was encrypted, in English like the rest of the file,
+        # from the same table the investigators' pages translate (core.enums).
+        lines.append(f"Channel: {inert_line(channel)}")
+    if attachments:
+        lines.append("Attachments: " + ", ".join(f"attachments/{inert_line(a.saved)}"
+                                                 for a in attachments))
+        for a in attachments:
+            sent = inert_line(a.sent_as, 300)
+            if sent != a.saved:
+                lines.append(f"  attachments/{inert_line(a.saved)} was sent as \"{sent}\"")
+    for line in quarantined:
+        lines.append(f"Quarantined: {inert_line(line)} (see QUARANTINE.txt)")
+    text = inert_text(body)
+    return "\n".join(lines) + "\n\n" + text + ("\n" if not text.endswith("\n") else "")
+
+
+def render_quarantine(bundle_name: str, created_on: str, entries: list[str]) -> str:
+    """One section of ``QUARANTINE.txt``: which parts of a bundle were not written, and why."""
+    head = [f"Bundle {inert_line(bundle_name)} (created {inert_line(created_on)}): "
+            f"{len(entries)} part(s) quarantined.",
+            "Their bytes stay in the bundle; nothing that failed to decrypt was copied here.",
+            ""]
+    return "\n".join(head + [inert_line(e) for e in entries]) + "\n"
