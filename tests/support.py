@@ -161,12 +161,31 @@ def post_api(client: FlaskClient, payload: dict[str, object], token: str | None 
                        headers={"X-CSRFToken": token})
 
 
+def once_from_html(html: str) -> str:
+    """The one-time token of a page's form (the hidden field ``once``; receipt.py)."""
+    match = re.search(r'name="once" value="([^"]+)"', html)
+    assert match, "page carries no one-time form token"
+    return match.group(1)
+
+
+def form_tokens(client: FlaskClient, path: str) -> dict[str, str]:
+    """Load a page and read its form's CSRF and one-time tokens, as fields to post."""
+    html = client.get(path).get_data(as_text=True)
+    return {"csrf_token": csrf_from_html(html), "once": once_from_html(html)}
+
+
 def post_form(client: FlaskClient, body: str, files: list[tuple[str, str, bytes]],
-              category: str = "medication", **extra: object):  # type: ignore[no-untyped-def]
-    data: dict[str, object] = {"csrf_token": csrf_token(client), "category": category, "body": body,
+              category: str = "medication", *, follow: bool = True,
+              **extra: object):  # type: ignore[no-untyped-def]
+    """Post the JavaScript-off form as a browser does: the page's CSRF and one-time tokens, then
+    (``follow``) the redirect to the receipt page, whose answer is returned."""
+    html = client.get("/submit").get_data(as_text=True)
+    data: dict[str, object] = {"csrf_token": csrf_from_html(html), "once": once_from_html(html),
+                               "category": category, "body": body,
                                "attachments": [(io.BytesIO(d), n, m) for n, m, d in files]}
     data.update(extra)
-    return client.post("/submit", data=data, content_type="multipart/form-data")
+    return client.post("/submit", data=data, content_type="multipart/form-data",
+                       follow_redirects=follow)
 
 
 def pow_token(client: FlaskClient, purpose: str) -> str:

@@ -26,9 +26,9 @@ from support import (
     TEST_POSTGRES,
     Clock,
     Workstation,
-    csrf_token,
     export_and_decrypt,
     find_needles,
+    form_tokens,
     make_account,
     post_form,
     postgres_database,
@@ -73,7 +73,7 @@ def filled(app: Flask, clock: Clock, fast_passwords: None, workstation: Workstat
     reply(app, workstation, reply_text)
     assert source_login(source, phrase).status_code == 302
     message = f"Mensaje CANARY-MESSAGE-{tag}"
-    resp = source.post("/case", data={"csrf_token": csrf_token(source, "/case"), "body": message},
+    resp = source.post("/case", data={**form_tokens(source, "/case"), "body": message},
                        content_type="multipart/form-data")
     assert resp.status_code == 302
     make_account(app, clock, "alice")

@@ -48,6 +48,8 @@ def make_driver(tmp_path: Path, *, user_agent: str, javascript: bool = True, was
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chrome-profile'}",
+                # A reload re-posts silently, the way a hurried user clicks through the dialog.
+                "--disable-prompt-on-repost",
                 f"--user-agent={user_agent}"):
         options.add_argument(arg)
     if not javascript:
@@ -141,7 +143,8 @@ def test_browser_encrypts_report_and_unit_decrypts_it(
     assert _channels(live_server) == ["browser"]
     (folder,) = _export_and_decrypt(live_server, workstation, tmp_path)
     text = (folder / "report.txt").read_text(encoding="utf-8")
-    assert "Category: medication" in text and "Channel: Browser (encrypted in the browser" in text
+    assert "Category: Medication not delivered" in text
+    assert "Channel: Browser (encrypted in the browser" in text
     assert f"No entregan insulina en la farmacia del hospital.\nSegunda línea. {canary['body']}" in text
     assert (folder / "attachments" / attach.name).read_bytes() == data
 
@@ -269,3 +272,353 @@ def test_browser_page_scripts_take_api_addresses_from_the_page(
         "}, function (err) { done(['error: ' + err, false]); });")
     assert token.count(".") == 1 and token.rsplit(".", 1)[1].isdigit(), token
     assert refused
+
+
+# The two screens of issue 11: a laptop browser window and a phone.
+VIEWPORTS = {"desktop": (1265, 757), "phone": (390, 844)}
+
+
+def _set_viewport(driver, size: str) -> None:  # type: ignore[no-untyped-def]
+    """The page's viewport exactly ``size`` (CSS pixels), a touch phone's for "phone"."""
+    width, height = VIEWPORTS[size]
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": size == "phone"})
+
+
+def _in_viewport(driver, element_id: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "var r = document.getElementById(arguments[0]).getBoundingClientRect();"
+        "return {top: r.top, bottom: r.bottom, height: r.height, view: window.innerHeight};",
+        element_id)
+
+
+@pytest.mark.parametrize("size", list(VIEWPORTS))
+def test_browser_upload_progress_in_view_with_bytes_and_time_left(
+    live_server: LiveServer, tmp_path: Path, canary: dict[str, str], driver_factory: list,  # type: ignore[type-arg]
+    size: str
+) -> None:
+    """While a report with a 4 MB file goes up a throttled link, the status and the bar are inside
+    the viewport (not below the fold, under the button), and the status says how many bytes have
+    been sent of how many, then how long is left."""
+    import re
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = make_driver(tmp_path, user_agent=canary["ua"])
+    driver_factory.append(driver)
+    _set_viewport(driver, size)
+    attach = tmp_path / "grabacion.bin"
+    attach.write_bytes(os.urandom(4_000_000))
+    driver.get(live_server.url + "/submit?lang=en")
+    wait = WebDriverWait(driver, 30, poll_frequency=0.05)
+    wait.until(lambda d: d.execute_script("return document.documentElement.dataset.whistleJs") == "ready")
+    Select(driver.find_element(By.NAME, "category")).select_by_value("medication")
+    driver.find_element(By.NAME, "body").send_keys("Faltan medicamentos desde marzo.")
+    driver.find_element(By.NAME, "attachments").send_keys(str(attach))
+    # 1.5 MB/s up: the upload takes about three seconds, long enough to watch.
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 0, "downloadThroughput": 50_000_000,
+        "uploadThroughput": 1_500_000})
+    driver.find_element(By.ID, "submit-button").click()
+
+    status = driver.find_element(By.ID, "js-status")
+    uploading = status.get_attribute("data-msg-uploading")
+    left = str(status.get_attribute("data-msg-left")).split("{left}")[0]
+    sent = re.compile(r"(\d+\.\d) MB of (\d+\.\d) MB")
+
+    def sending(d) -> bool:  # type: ignore[no-untyped-def]
+        text = status.text
+        match = sent.search(text)
+        return bool(text.startswith(uploading) and match and 0 < float(match.group(1)) < 4.0)
+
+    wait.until(sending)
+    for element in ("js-status", "upload-progress"):
+        box = _in_viewport(driver, element)
+        assert box["height"] > 0 and box["top"] >= 0 and box["bottom"] <= box["view"], (element, box)
+    assert driver.find_element(By.ID, "upload-progress").is_displayed()
+    match = sent.search(status.text)
+    assert match and 4.0 <= float(match.group(2)) < 4.2  # the ciphertext: 4 MB and a little
+    wait.until(lambda d: left in status.text and sending(d))
+    assert re.search(r"\d+ (s|min)", status.text.split(left, 1)[1])
+    box = _in_viewport(driver, "js-status")
+    assert box["top"] >= 0 and box["bottom"] <= box["view"], box
+
+
+def _seven_average_words_px(driver) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(the width of seven words of average length in the passphrase box's own font, the width
+    inside the box): the English list's words average seven letters, the Spanish list's six."""
+    from whistle.core.passphrase import wordlist
+
+    words = wordlist("en")
+    average = round(sum(map(len, words)) / len(words))
+    sample = " ".join([w for w in words if len(w) == average][:7])
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "var box = document.querySelector('input[name=passphrase]');"
+        "var style = getComputedStyle(box);"
+        "var ctx = document.createElement('canvas').getContext('2d');"
+        "ctx.font = style.font;"
+        "var inner = box.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);"
+        "return [ctx.measureText(arguments[0]).width, inner];", sample)
+
+
+@pytest.mark.parametrize("size", list(VIEWPORTS))
+def test_browser_followup_passphrase_box_fits_seven_words_and_shows_them(
+    live_server: LiveServer, tmp_path: Path, canary: dict[str, str], driver_factory: list,  # type: ignore[type-arg]
+    size: str
+) -> None:
+    """On a laptop the box holds seven average words on one line; on a phone it takes the whole
+    width of the form (seven words cannot fit 350 px at a readable size). What is typed shows,
+    and "7 words" is said next to the box."""
+    from selenium.webdriver.common.by import By
+
+    driver = make_driver(tmp_path, user_agent=canary["ua"])
+    driver_factory.append(driver)
+    _set_viewport(driver, size)
+    driver.get(live_server.url + "/followup?lang=en")
+    box = driver.find_element(By.NAME, "passphrase")
+    box.send_keys("ventana perro casa")
+    assert box.get_attribute("type") == "text"
+    assert driver.execute_script(
+        "return getComputedStyle(arguments[0]).webkitTextSecurity", box) in ("none", None)
+    assert box.get_attribute("value") == "ventana perro casa"
+    hint = driver.find_element(By.ID, "passphrase-hint")
+    assert hint.text.startswith("7 words") and hint.is_displayed()
+    needed, inner = _seven_average_words_px(driver)
+    form_width = driver.execute_script(
+        "return arguments[0].form.getBoundingClientRect().width;", box)
+    if size == "desktop":
+        assert inner >= needed, (inner, needed)
+    else:
+        assert box.rect["width"] >= form_width - 1, (box.rect, form_width)
+        assert box.rect["x"] + box.rect["width"] <= VIEWPORTS["phone"][0]
+
+
+def test_browser_followup_hide_control_works_without_javascript(
+    live_server: LiveServer, tmp_path: Path, canary: dict[str, str], driver_factory: list  # type: ignore[type-arg]
+) -> None:
+    """The hide control is a checkbox and CSS: with JavaScript off, ticking it masks what is typed
+    and unticking shows it again, and the form still logs in (here: refuses) as typed."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = make_driver(tmp_path, user_agent=canary["ua"], javascript=False)
+    driver_factory.append(driver)
+    driver.get(live_server.url + "/followup?lang=en")
+    box = driver.find_element(By.NAME, "passphrase")
+    box.send_keys("uno dos tres")
+    masked = "return getComputedStyle(arguments[0]).webkitTextSecurity"
+    assert driver.execute_script(masked, box) in ("none", None)
+    driver.find_element(By.CSS_SELECTOR, "label[for=hide-passphrase]").click()
+    assert driver.find_element(By.ID, "hide-passphrase").is_selected()
+    assert driver.execute_script(masked, box) == "disc"
+    assert box.get_attribute("value") == "uno dos tres"
+    driver.find_element(By.CSS_SELECTOR, "label[for=hide-passphrase]").click()
+    assert driver.execute_script(masked, box) in ("none", None)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    # The click starts the navigation; the answer arrives a moment later.
+    WebDriverWait(driver, 30, poll_frequency=0.05).until(
+        lambda d: "You typed 3 words. A receipt passphrase has 7 words" in d.page_source)
+
+
+def test_browser_followup_wrong_passphrase_counts_words_and_keeps_form_in_backoff(
+    live_server: LiveServer, tmp_path: Path, canary: dict[str, str], driver_factory: list  # type: ignore[type-arg]
+) -> None:
+    """Too few words: told how many were typed. Seven wrong words: the one generic message; once
+    the backoff starts, the form stays on the page with the wait in words, never a bare error
+    page with a link home."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = make_driver(tmp_path, user_agent=canary["ua"])
+    driver_factory.append(driver)
+    driver.get(live_server.url + "/followup?lang=en")
+    # Polling during a navigation can hit a document that is going away: retry, don't fail.
+    wait = WebDriverWait(driver, 60, poll_frequency=0.05, ignored_exceptions=(WebDriverException,))
+
+    def attempt(typed: str) -> str:
+        # Mark this document, so the wait below can tell the next page from this one.
+        driver.execute_script("document.documentElement.dataset.old = '1'")
+        driver.find_element(By.NAME, "passphrase").send_keys(typed)
+        driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        # pow.js solves its proof of work, then posts the form: wait for the next page.
+        wait.until(lambda d: d.execute_script(
+            "return document.readyState === 'complete' && document.documentElement.dataset.old !== '1'"))
+        return str(driver.find_element(By.TAG_NAME, "main").text)
+
+    text = attempt("ventana perro casa sol")
+    assert "You typed 4 words. A receipt passphrase has 7 words" in text
+    for _ in range(3):
+        text = attempt("ventana perro casa sol luna mar rio")
+        assert "That passphrase does not match any report." in text and "You typed" not in text
+    text = attempt("ventana perro casa sol luna mar rio")  # the 4th failure starts the backoff
+    assert "Please wait 1 second and try again." in text
+    text = attempt("ventana perro casa sol luna mar rio")
+    assert "Too many wrong passphrases. Please wait" in text
+    assert driver.find_element(By.NAME, "passphrase").is_displayed()
+    assert not driver.find_elements(By.PARTIAL_LINK_TEXT, "Back to the start page")
+
+
+def test_browser_case_list_usable_on_a_phone(live_server: LiveServer, driver_factory: list,  # type: ignore[type-arg]
+                                             tmp_path: Path) -> None:
+    """The case list at 390×844 in Spanish: the page is no wider than the screen (the table
+    scrolls in its own box), the case id stays in view when that box is scrolled to its right
+    end, and no date breaks over two lines ("2026-12-" / "01")."""
+    import datetime as dt
+
+    import pyotp
+
+    from whistle.server.accounts import create_investigator
+
+    engine = make_engine(live_server.app_config.database_url)
+    with make_sessionmaker(engine).begin() as db:
+        for n in range(3):
+            day = dt.date(2026, 12, 1) - dt.timedelta(days=40 * n)
+            db.add(Report(id=secrets.token_hex(8), received_on=day, updated_on=day, status="received",
+                          channel="server-form", login_hash=secrets.token_bytes(32),
+                          source_public_key=secrets.token_bytes(32), new_messages=n))
+        account = create_investigator(db, "marta")
+    engine.dispose()
+
+    driver = make_driver(tmp_path, user_agent="Mozilla/5.0 (Linux; Android 14) phone")
+    driver_factory.append(driver)
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
+    from selenium.webdriver.common.by import By
+
+    driver.get(live_server.url + "/investigator/login?lang=es")
+    driver.find_element(By.NAME, "name").send_keys("marta")
+    driver.find_element(By.NAME, "password").send_keys(account.password)
+    driver.find_element(By.NAME, "code").send_keys(pyotp.TOTP(account.totp_secret).now())
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    driver.get(live_server.url + "/investigator/")
+    assert driver.find_element(By.CSS_SELECTOR, "html").get_attribute("lang") == "es"
+    assert len(driver.find_elements(By.CSS_SELECTOR, "table.cases tbody tr td.case")) == 3
+
+    widths = driver.execute_script(
+        "return [document.documentElement.scrollWidth, window.innerWidth];")
+    assert widths[1] == 390 and widths[0] <= widths[1], widths
+    # Scrolled to the far right of its box, the case id is still on the screen, at the left.
+    seen = driver.execute_script("""
+        const box = document.querySelector('.table-scroll');
+        box.scrollLeft = box.scrollWidth;
+        const cell = document.querySelector('tbody td.case').getBoundingClientRect();
+        const id = document.querySelector('tbody td.case code').getBoundingClientRect();
+        return {scrolled: box.scrollLeft, left: cell.left, right: id.right,
+                box: box.getBoundingClientRect().left};""")
+    assert seen["scrolled"] > 0, "the table fits; nothing to scroll"
+    assert abs(seen["left"] - seen["box"]) < 1 and seen["right"] <= 390, seen
+    # Each date one line: one client rect per inline <time>, and as tall as one line of text.
+    lines = driver.execute_script("""
+        return [...document.querySelectorAll('table.cases time.date')].map(t => {
+            const rects = t.getClientRects();
+            return [t.textContent, rects.length, rects[0].height,
+                    parseFloat(getComputedStyle(t).fontSize)];});""")
+    assert len(lines) >= 6
+    for text, rects, height, font in lines:
+        assert rects == 1 and height < 2 * font, (text, rects, height)
+
+
+# --- Issue 11: the source's submission flow ------------------------------------------------------
+
+BLANK_BODY = "   \n  \n\t \n "
+
+
+def _wait_js(driver) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 60).until(
+        lambda d: d.execute_script("return document.documentElement.dataset.whistleJs") == "ready")
+
+
+def test_browser_without_javascript_receipt_reload_and_back_never_file_again(
+    live_server: LiveServer, tmp_path: Path, canary: dict[str, str], driver_factory: list  # type: ignore[type-arg]
+) -> None:
+    """Item 1: a reload of the receipt says it was already shown and files nothing; Back shows an
+    empty form, never the report's text."""
+    from selenium.webdriver.common.by import By
+
+    driver = make_driver(tmp_path, user_agent=canary["ua"], javascript=False)
+    driver_factory.append(driver)
+    attach, _ = _file_to_attach(tmp_path, canary)
+    phrase = _fill_and_send(driver, live_server, canary, attach, wait_for_js=False)
+    driver.refresh()
+    assert len(_channels(live_server)) == 1
+    assert driver.find_elements(By.ID, "receipt-gone")
+    assert phrase not in driver.page_source and not driver.find_elements(By.ID, "receipt-passphrase")
+    assert "/receipt" in driver.current_url and phrase not in driver.current_url
+    driver.back()
+    body = driver.find_element(By.NAME, "body")
+    assert body.get_attribute("value") == "" and canary["body"] not in driver.page_source
+    assert len(_channels(live_server)) == 1
+
+
+def test_browser_javascript_refuses_a_blank_report_like_the_form(
+    live_server: LiveServer, tmp_path: Path, canary: dict[str, str], driver_factory: list  # type: ignore[type-arg]
+) -> None:
+    """Item 2: a report of spaces and line breaks is refused before sealing, with the message the
+    JavaScript-off form gives; nothing is stored and no passphrase is issued."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    for javascript in (True, False):
+        driver = make_driver(tmp_path / str(javascript), user_agent=canary["ua"], javascript=javascript)
+        driver_factory.append(driver)
+        driver.get(live_server.url + "/submit")
+        if javascript:
+            _wait_js(driver)
+        Select(driver.find_element(By.NAME, "category")).select_by_value("corruption")
+        driver.find_element(By.NAME, "body").send_keys(BLANK_BODY)
+        driver.find_element(By.ID, "submit-button").click()
+        # The page may be replaced while it is read (JavaScript off: the post's answer arrives).
+        WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda d: "Por favor, describa lo que pasó." in d.find_element(By.TAG_NAME, "main").text)
+        assert not driver.find_elements(By.CSS_SELECTOR, "#receipt:not([hidden])")
+    assert _channels(live_server) == []
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["javascript", "no-javascript"])
+def test_browser_receipt_language_switch_keeps_the_passphrase(
+    live_server: LiveServer, tmp_path: Path, canary: dict[str, str], driver_factory: list,  # type: ignore[type-arg]
+    javascript: bool
+) -> None:
+    """Item 6: the receipt's language link shows the same receipt in English; after that, a reload
+    says it was already shown."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = make_driver(tmp_path, user_agent=canary["ua"], javascript=javascript)
+    driver_factory.append(driver)
+    attach, _ = _file_to_attach(tmp_path, canary)
+    phrase = _fill_and_send(driver, live_server, canary, attach, wait_for_js=javascript)
+    driver.find_element(By.CSS_SELECTOR, "nav.lang a[hreflang=en]").click()
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.documentElement.lang") == "en")
+    assert driver.find_element(By.ID, "receipt-passphrase").text == phrase
+    assert driver.find_element(By.ID, "receipt-title").text == "Your report was received"
+    assert phrase not in driver.current_url
+    driver.refresh()
+    assert driver.find_elements(By.ID, "receipt-gone") and phrase not in driver.page_source
+    assert len(_channels(live_server)) == 1
+
+
+def test_browser_javascript_receipt_is_its_own_page_state(
+    live_server: LiveServer, tmp_path: Path, canary: dict[str, str], driver_factory: list  # type: ignore[type-arg]
+) -> None:
+    """Item 8: once the script shows the receipt, the tab title and the only visible heading are the
+    receipt's, not the form's."""
+    from selenium.webdriver.common.by import By
+
+    driver = make_driver(tmp_path, user_agent=canary["ua"])
+    driver_factory.append(driver)
+    attach, _ = _file_to_attach(tmp_path, canary)
+    _fill_and_send(driver, live_server, canary, attach, wait_for_js=True)
+    headings = [h.text for h in driver.find_elements(By.TAG_NAME, "h1") if h.is_displayed()]
+    assert headings == [driver.find_element(By.ID, "receipt-title").text]
+    assert "Presentar una denuncia" not in driver.title
+    assert driver.title.startswith(headings[0] + " — ")

@@ -24,6 +24,7 @@ from support import (
     csrf_from_html,
     find_needles,
     multipart,
+    once_from_html,
     report_folders,
 )
 
@@ -51,12 +52,18 @@ def test_canary_nothing_sensitive_at_rest(live_server: LiveServer, workstation: 
     status, html = browser.request("/submit")
     assert status == 200
     attachment = file_canary * 40_000  # ~850 KB
-    data, ctype = multipart([("csrf_token", csrf_from_html(html)), ("category", "corruption"),
+    data, ctype = multipart([("csrf_token", csrf_from_html(html)), ("once", once_from_html(html)),
+                             ("category", "corruption"),
                              ("body", f"Informe por formulario {body_canary}"),
                              ("attachments", (name_canary, "text/plain", attachment))])
     status, html = browser.request("/submit", data, {"Content-Type": ctype})
     assert status == 200, html
     form_phrase = re.search(r'<code id="receipt-passphrase">([^<]+)</code>', html).group(1)  # type: ignore[union-attr]
+    # The receipt in the other language (its one-time ticket): the passphrase is kept for it in
+    # the server's memory, encrypted, and must not land anywhere either.
+    ticket = re.search(r'href="\?lang=en&amp;show=([^"]+)"', html).group(1)  # type: ignore[union-attr]
+    status, html = browser.request(f"/receipt?lang=en&show={ticket}")
+    assert status == 200 and form_phrase in html
 
     # JavaScript on: the API, sealed by the client.
     status, html = browser.request("/submit")
@@ -86,7 +93,8 @@ def test_canary_nothing_sensitive_at_rest(live_server: LiveServer, workstation: 
     data, ctype = multipart([("csrf_token", csrf_from_html(html)), ("passphrase", form_phrase)])
     status, html = browser.request("/followup", data, {"Content-Type": ctype})
     assert status == 200 and reply_canary in html, "the source could not read the reply"
-    data, ctype = multipart([("csrf_token", csrf_from_html(html)), ("body", f"Mensaje {message_canary}"),
+    data, ctype = multipart([("csrf_token", csrf_from_html(html)), ("once", once_from_html(html)),
+                             ("body", f"Mensaje {message_canary}"),
                              ("attachments", (name_canary, "text/plain", attachment))])
     status, html = browser.request("/case", data, {"Content-Type": ctype})
     assert status == 200 and "entry message" in html

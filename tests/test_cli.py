@@ -223,4 +223,63 @@ def test_upgrade_reports_schema_revision(server_env: Config, tmp_path: Path,
     monkeypatch.setenv("WHISTLE_DATA_DIR", str(tmp_path / "nowhere"))
     monkeypatch.delenv("WHISTLE_DATABASE_URL", raising=False)
     assert cli.main(["upgrade"]) == 1
-    assert "run 'whistle init' first" in capsys.readouterr().err
+    assert "'whistle init'" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()
+
+
+# Every command that works on an existing instance, with the arguments it needs to get that far.
+NEEDS_INSTANCE = [["add-investigator", "bob"], ["export", "--out", "b.zip"], ["audit", "verify"],
+                  ["import-replies", "replies.json"], ["backup", "--out", "backup.zip"],
+                  ["upgrade"], ["run", "--port", "1"]]
+
+
+@pytest.mark.parametrize("args", NEEDS_INSTANCE, ids=lambda a: a[0])
+def test_cli_server_command_refuses_folder_without_instance(args: list[str], tmp_path: Path) -> None:
+    """Run from the wrong folder, a command used to make a fresh ./instance (an account the
+    running server never saw): it must name the folder it looked in, say how to point elsewhere,
+    exit 1 and create nothing."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    unit = UnitSecretKey.generate().public_key
+    (keys / "unit.pub").write_text(unit.to_file_text())
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str((tmp_path / "instance").resolve()) in lines[0]
+    assert "WHISTLE_DATA_DIR" in lines[0] and "whistle init" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert result.stdout == ""
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_readme_decrypt_example_writes_outside_the_repository() -> None:
+    """Plaintext must not land in the checkout, where a ``git add .`` would publish it."""
+    import shlex
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", readme, re.M | re.S)
+    commands = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()
+                if "whistle decrypt" in line]
+    assert commands, "no 'whistle decrypt' example in README.md"
+    for command in commands:
+        words = shlex.split(command)
+        out = Path(words[words.index("--out") + 1]).expanduser()
+        target = (REPO / out).resolve()
+        assert target != REPO and REPO not in target.parents, command
+
+
+def test_readme_gitignore_covers_demo_folders() -> None:
+    import shutil
+
+    git = shutil.which("git")
+    if git is None or not (REPO / ".git").exists():
+        pytest.skip("needs git and a checkout")
+    for path in ("instance/whistle.sqlite3", "demo-workstation/unit.key", "keys/unit.pub",
+                 "keys/unit-sign.pub", "reports/0123abcd/report.txt", "bundle.zip"):
+        result = subprocess.run([git, "check-ignore", "-q", "--no-index", path], cwd=REPO,  # noqa: S603
+                                check=False)
+        assert result.returncode == 0, f"{path} is not ignored by .gitignore"

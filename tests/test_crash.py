@@ -119,7 +119,9 @@ def _new_attempt(via: str, unit_key, session: Session) -> Attempt:  # type: igno
                    for f in payload["attachment"]]  # type: ignore[union-attr]
         fields.append(("lang", "es"))
     else:
-        fields = [("csrf_token", session.token), ("category", "irregularities"), ("body", body)]
+        # A fresh one-time form token, as each showing of the form carries (receipt.py).
+        fields = [("csrf_token", session.token), ("once", secrets.token_urlsafe(32)),
+                  ("category", "irregularities"), ("body", body)]
         fields += [("attachments", (name, "application/octet-stream", data)) for name, data in contents]
     attempt.request_body, attempt.content_type = multipart(fields)
     attempt.length = len(attempt.request_body)
@@ -146,6 +148,11 @@ def _upload(port: int, attempt: Attempt, session: Session) -> None:
         attempt.finished_sending = True
         resp = conn.getresponse()
         answer = resp.read().decode("utf-8")
+        if attempt.via == "form" and resp.status == 303:
+            # Post/redirect/get: the receipt is on the page the answer points to, read with the
+            # cookie that answer set. A server killed before that gives no receipt (no status).
+            cookie = resp.getheader("Set-Cookie", "").split(";", 1)[0] or session.cookie
+            resp, answer = _get(port, resp.getheader("Location", "/receipt"), cookie)
         attempt.status = resp.status
         if attempt.via == "api" and resp.status == 201:
             attempt.passphrase = json.loads(answer)["passphrase"]
@@ -160,6 +167,16 @@ def _upload(port: int, attempt: Attempt, session: Session) -> None:
     finally:
         conn.close()
         attempt.request_body = b""  # sent or not, it is not needed any more
+
+
+def _get(port: int, path: str, cookie: str) -> tuple[http.client.HTTPResponse, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"Cookie": cookie})
+        resp = conn.getresponse()
+        return resp, resp.read().decode("utf-8")
+    finally:
+        conn.close()
 
 
 def _visitor(port: int) -> Session:

@@ -79,3 +79,26 @@ def test_enums_import_nothing_outside_the_standard_library() -> None:
             "print(sorted(m for m in ('flask', 'flask_babel', 'sqlalchemy', 'nacl') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)  # noqa: S603
     assert out.stdout.strip() == "[]"
+
+
+def test_enums_spanish_table_matches_the_catalogue() -> None:
+    """The workstation's Spanish (no gettext there) says what the server's catalogue says."""
+    from pathlib import Path
+
+    from babel.messages.pofile import read_po
+
+    from whistle.core.enums import SPANISH
+
+    po = Path(__file__).resolve().parent.parent / "whistle/translations/es/LC_MESSAGES/messages.po"
+    with po.open("rb") as fh:
+        catalog = read_po(fh, locale="es")
+    assert {msgid: catalog.get(msgid).string for msgid in SPANISH} == dict(SPANISH)  # type: ignore[union-attr]
+
+
+def test_enums_category_label_default_table_else_code() -> None:
+    from whistle.core.enums import category_label
+
+    assert category_label("corruption") == "Corruption"
+    assert category_label("medication", Language.ES) == "Medicamentos no entregados"
+    assert category_label("fraude_fiscal", Language.ES) == "fraude_fiscal"
+    assert channel_text("browser", Language.ES) == "Navegador (cifrado en el navegador antes del envío)"

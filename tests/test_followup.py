@@ -19,6 +19,7 @@ from support import (
     csrf_token,
     export_and_decrypt,
     file_report,
+    form_tokens,
     reply,
     report_folders,
     source_login,
@@ -100,7 +101,7 @@ def test_followup_message_form_reaches_unit(client: FlaskClient, app: Flask, wor
     phrase = file_report(client, "Primer informe")
     source_login(client, phrase)
     data = os.urandom(70_000)
-    resp = client.post("/case", data={"csrf_token": csrf_token(client, "/case"),
+    resp = client.post("/case", data={**form_tokens(client, "/case"),
                                       "body": "Dato adicional: fue el 3 de marzo",
                                       "attachments": [(io.BytesIO(data), "prueba.png", "image/png")]},
                        content_type="multipart/form-data")
@@ -145,7 +146,7 @@ def test_followup_logout_makes_cookie_worthless(client: FlaskClient) -> None:
     source_login(client, phrase)
     with client.session_transaction() as sess:
         token = sess["source_token"]
-    client.post("/logout", data={"csrf_token": csrf_token(client, "/case")})
+    client.post("/logout", data={**form_tokens(client, "/case")})
     with client.session_transaction() as sess:
         sess["source_token"] = token  # an attacker replays the old cookie value
     assert client.get("/case").status_code == 302
@@ -269,3 +270,101 @@ def test_followup_key_swap_and_resealed_reply_is_withheld(client: FlaskClient, a
     html = client.get("/case?lang=en").get_data(as_text=True)
     assert text not in html and UNIT_LABEL not in html
     assert html.count(WITHHELD) == 2
+
+
+def _login_in_english(client: FlaskClient, typed: str):  # type: ignore[no-untyped-def]
+    client.get("/followup?lang=en")
+    return source_login(client, typed)
+
+
+@pytest.mark.parametrize(("typed", "count"), [
+    ("uno dos tres", 3),
+    ("  Uno,dos;TRES.\tcuatro  ", 4),  # the same normalisation as the derivation
+    ("x" * 400, 1),
+    ("a b c d e f g h", 8),
+    (", ; .", 0),
+])
+def test_followup_word_count_told_before_any_lookup(client: FlaskClient, monkeypatch: pytest.MonkeyPatch,
+                                                    typed: str, count: int) -> None:
+    """A passphrase with the wrong number of words is told how many it had, without a derivation
+    or a lookup (so the answer says nothing about which passphrases exist), and the typed text is
+    not written back into the page."""
+    import whistle.core.passphrase as passphrase
+
+    calls: list[str] = []
+
+    def counting(typed: str, params: passphrase.Argon2Params) -> passphrase.SourceKeys:
+        calls.append("derive")
+        raise AssertionError("no derivation for a miscounted passphrase")
+
+    monkeypatch.setattr(passphrase, "derive", counting)
+    resp = _login_in_english(client, typed)
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 400
+    word = "word" if count == 1 else "words"
+    assert f"You typed {count} {word}. A receipt passphrase has 7 words" in html
+    assert "does not match any report" not in html
+    assert calls == []
+    if typed.strip(" ,;."):
+        assert typed.strip() not in html
+
+
+def test_followup_word_count_mistakes_never_start_the_backoff(client: FlaskClient) -> None:
+    for _ in range(8):
+        assert _login_in_english(client, "uno dos tres cuatro cinco seis").status_code == 400
+    resp = source_login(client, "palabra " * 7)
+    assert resp.status_code == 400
+    assert "Too many wrong passphrases" not in resp.get_data(as_text=True)
+
+
+def test_followup_seven_wrong_words_get_one_generic_message(client: FlaskClient) -> None:
+    html = _login_in_english(client, "Palabra, " * 7).get_data(as_text=True)
+    assert "That passphrase does not match any report." in html
+    assert "You typed" not in html
+
+
+def test_followup_passphrase_field_shows_typing_and_never_echoes_it(client: FlaskClient) -> None:
+    """A text box (typos show) with no autocompletion, capitals or spelling fixes, a hide control
+    and the number of words next to it; a refused passphrase never comes back in the page."""
+    import re
+
+    html = client.get("/followup?lang=en").get_data(as_text=True)
+    (field,) = re.findall(r'<input[^>]*name="passphrase"[^>]*>', html)
+    for attribute in ('type="text"', 'autocomplete="off"', 'autocapitalize="none"',
+                      'spellcheck="false"', 'aria-describedby="passphrase-hint"'):
+        assert attribute in field, attribute
+    assert re.search(r'<input[^>]*type="checkbox"[^>]*id="hide-passphrase"', html)
+    assert '<label for="hide-passphrase"' in html
+    assert re.search(r'id="passphrase-hint">7 words', html)
+    typed = "ventana " * 7
+    refused = source_login(client, typed).get_data(as_text=True)
+    assert "ventana" not in refused
+    (field,) = re.findall(r'<input[^>]*name="passphrase"[^>]*>', refused)
+    assert 'value=""' in field
+
+
+def test_followup_busy_server_shows_the_form(client: FlaskClient, app: Flask,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every argon2 slot taken: 503 with Retry-After, the form and the reason — no bare error page."""
+    from whistle.core.passphrase import GateBusyError
+
+    def busy(*args: object, **kwargs: object) -> None:
+        raise GateBusyError("busy")
+
+    monkeypatch.setattr(app.extensions["whistle"].gate, "derive", busy)
+    resp = _login_in_english(client, "palabra " * 7)
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "30"
+    assert 'name="passphrase"' in html and "The server is busy." in html
+    assert "Back to the start page" not in html
+
+
+def test_followup_expired_form_shows_the_form(client: FlaskClient) -> None:
+    """A login posted with a stale CSRF token gets the form again (with a fresh token)."""
+    client.get("/followup?lang=en")
+    resp = client.post("/followup", data={"csrf_token": "stale", "passphrase": "palabra " * 7})
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 400
+    assert 'name="passphrase"' in html and "Your session expired" in html
+    assert "Back to the start page" not in html
+    assert "palabra" not in html

@@ -29,6 +29,7 @@ from support import (
     find_needles,
     free_port,
     multipart,
+    once_from_html,
     start_gunicorn,
     stop_process,
     wait_until_serving,
@@ -93,7 +94,8 @@ def test_gunicorn_serves_without_banner_address_or_access_log(
         browser = Browser(url, ua_canary, ip_canary)
         status, html = browser.request("/submit")
         assert status == 200
-        data, ctype = multipart([("csrf_token", csrf_from_html(html)), ("category", "corruption"),
+        data, ctype = multipart([("csrf_token", csrf_from_html(html)), ("once", once_from_html(html)),
+                                 ("category", "corruption"),
                                  ("body", f"Informe {body_canary}"),
                                  ("attachments", ("nota.txt", "text/plain", body_canary.encode() * 100))])
         # X-Forwarded-Proto comes from 127.0.0.1, like every visitor behind Tor. If gunicorn trusted

@@ -57,7 +57,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
-from support import Account, LiveServer, csrf_token, investigator_login
+from support import Account, LiveServer, csrf_token, form_tokens, investigator_login
 
 from whistle.core.bundle import MANIFEST, BundleError, BundleReader, attachment_member, envelope_member
 from whistle.core.crypto import (
@@ -878,15 +878,19 @@ def test_form_hostile_fields_answer_200_or_400_and_400_stores_nothing(
             label="category",
         )
     )
+    tokens = form_tokens(client, "/submit")
     parts = [
-        Part(b"csrf_token", csrf_token(client).encode()),
+        Part(b"csrf_token", tokens["csrf_token"].encode()),
+        Part(b"once", tokens["once"].encode()),
         Part(b"category", category),
         Part(b"body", body),
     ]
     if filename is not None:
         parts.append(Part(b"attachments", b"contenido", filename, b"text/plain"))
     before = row_counts(app)
-    resp = client.post("/submit", data=multipart_bytes(parts), content_type=multipart_type())
+    # A report that is filed is answered with a redirect to its receipt (shown once).
+    resp = client.post("/submit", data=multipart_bytes(parts), content_type=multipart_type(),
+                       follow_redirects=True)
     assert resp.status_code in (200, 400), resp.status_code
     event(f"answered {resp.status_code}")
     after = row_counts(app)

@@ -98,7 +98,7 @@ def test_decrypt_hostile_report_is_written_inert(
 ) -> None:
     out = tmp_path / "out"
     assert cli.main(["decrypt", str(hostile_out), "--key", str(workstation.key_file), "--passphrase-file",
-                     str(workstation.passphrase_file), "--out", str(out)]) == 3
+                     str(workstation.passphrase_file), "--out", str(out), "--lang", "en"]) == 3
     printed = capsys.readouterr()
     (folder,) = report_folders(out)
     text = (folder / "report.txt").read_text(encoding="utf-8")

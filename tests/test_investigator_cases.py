@@ -25,6 +25,7 @@ from support import (
     api_payload,
     csrf_token,
     find_needles,
+    form_tokens,
     investigator_login,
     make_account,
     post_api,
@@ -52,6 +53,24 @@ def file_report(app: Flask, body: str) -> tuple[FlaskClient, str]:
     source = app.test_client()
     resp = post_form(source, body, [("foto.jpg", "image/jpeg", b"\xff\xd8 jpeg bytes")])
     return source, RECEIPT.search(resp.get_data(as_text=True)).group(1)  # type: ignore[union-attr]
+
+
+BUNDLE_REFRESH = re.compile(
+    r'<meta http-equiv="refresh" content="0; url=(/investigator/bundle/[0-9a-f]{32})">')
+
+
+def download(inv: FlaskClient, form: dict[str, str]) -> tuple[bytes, str]:
+    """Press a download button as a browser does: the post sends it back to the case list, which
+    fetches the waiting bundle by itself. Returns the bundle and the list page it came from."""
+    resp = inv.post("/investigator/bundle", data=form)
+    assert resp.status_code == 303 and resp.headers["Location"].endswith("/investigator/")
+    page = inv.get(resp.headers["Location"]).get_data(as_text=True)
+    match = BUNDLE_REFRESH.search(page)
+    assert match, "the case list does not fetch the bundle"
+    resp = inv.get(match.group(1))
+    assert resp.status_code == 200 and resp.mimetype == "application/zip"
+    assert "attachment" in resp.headers["Content-Disposition"]
+    return resp.get_data(), page
 
 
 def report_id(app: Flask) -> str:
@@ -153,6 +172,119 @@ def test_investigator_bad_replies_upload_imports_nothing(app: Flask, inv: FlaskC
         assert db.scalars(select(Item).where(Item.kind == "reply")).all() == []
 
 
+def _new_messages(html: str) -> list[str]:
+    """The "New messages" column of the case list, row by row."""
+    return [cell.strip() for cell in re.findall(r'<td class="count">(.*?)</td>', html, re.S)]
+
+
+def test_investigator_download_list_shows_no_new_messages_after(
+        app: Flask, inv: FlaskClient, workstation: Workstation) -> None:
+    """"Download everything new" used to answer with the file alone: the list on the screen kept
+    its new-message counts until a reload. Now the list shown after the download is fresh, a
+    reload of it exports nothing again, and the bundle is fetched once."""
+    unit = app.extensions["whistle"].unit_key
+    client = app.test_client()
+    assert post_api(client, api_payload(unit, "texto", [])).status_code == 201
+    with app.extensions["whistle"].sessions() as db:
+        rid = db.scalars(select(Report.id)).one()
+    export_first = inv.post("/investigator/bundle",
+                            data={"csrf_token": csrf_token(inv, "/investigator/"), "scope": "new"})
+    assert export_first.status_code == 303
+    inv.get(BUNDLE_REFRESH.search(inv.get("/investigator/").get_data(as_text=True)).group(1))  # type: ignore[union-attr]
+    # A follow-up message from the source, as the follow-up page files it: one new message.
+    from whistle.core.crypto import Envelope, seal_envelope
+    from whistle.core.enums import Channel
+    from whistle.server.casework import add_message
+
+    with app.extensions["whistle"].sessions.begin() as db:
+        add_message(db, rid, seal_envelope(Envelope(kind="message", body="más datos"), unit), (),
+                    Channel.BROWSER)
+    token = csrf_token(inv, "/investigator/")
+    assert _new_messages(inv.get("/investigator/").get_data(as_text=True)) == ["1"]
+    bundle, page = download(inv, {"csrf_token": token, "scope": "new"})
+    assert zipfile.is_zipfile(io.BytesIO(bundle))
+    assert _new_messages(page) == [""]
+    # Reloading the list after the download neither exports again nor fetches the bundle again.
+    again = inv.get("/investigator/").get_data(as_text=True)
+    assert _new_messages(again) == [""] and not BUNDLE_REFRESH.search(again)
+    with app.extensions["whistle"].sessions() as db:
+        actions = [e.action for e in db.scalars(select(AuditEntry))]
+    assert actions.count("bundle_download") == 2
+
+
+def test_investigator_bundle_fetched_once_by_its_own_session(
+        app: Flask, inv: FlaskClient, clock: Clock, fast_passwords: None) -> None:
+    assert post_api(app.test_client(), api_payload(app.extensions["whistle"].unit_key, "texto",
+                                                   [])).status_code == 201
+    resp = inv.post("/investigator/bundle",
+                    data={"csrf_token": csrf_token(inv, "/investigator/"), "scope": "new"})
+    url = BUNDLE_REFRESH.search(inv.get(resp.headers["Location"]).get_data(as_text=True)).group(1)  # type: ignore[union-attr]
+    other = app.test_client()
+    assert investigator_login(other, make_account(app, clock, "bruno")).status_code == 303
+    assert other.get(url).status_code == 404
+    assert inv.get(url).status_code == 200
+    assert inv.get(url).status_code == 404
+    assert list((app.extensions["whistle"].config.spool_dir / "bundles").iterdir()) == []
+
+
+REFUSED = "The replies file was refused and nothing was imported."
+NOT_A_REPLIES_FILE = ("This is not a replies file made with 'whistle reply' by this version of "
+                      "whistle, or it was damaged on the way. Make it again on the workstation.")
+
+
+def _spanish(app: Flask, msgid: str, **params: object) -> str:
+    """``msgid`` as the Spanish investigator page shows it (HTML-escaped): the catalogue's words
+    once translated, the msgid until then; never the exception's English detail."""
+    from flask_babel import force_locale, gettext
+    from markupsafe import escape
+
+    with app.test_request_context(), force_locale("es"):
+        return str(escape(gettext(msgid, **params)))
+
+
+def _error_block(html: str) -> list[str]:
+    """The paragraphs of the page's error notices (templates/_macros.html, kind "error")."""
+    blocks = re.findall(r'<div class="notice notice-error" role="alert">(.*?)</div>', html, re.S)
+    return [p.strip() for block in blocks for p in re.findall(r"<p>(.*?)</p>", block, re.S)]
+
+
+def test_investigator_replies_upload_refusal_is_a_translated_error(
+        app: Flask, inv: FlaskClient, workstation: Workstation, tmp_path: Path) -> None:
+    """The same file twice: the second is refused in the error style, in the page's language,
+    and no English from the server's exception ("reply 1: already imported") shows."""
+    from whistle.core.crypto import UnitPublicKey
+    from whistle.core.replies import dump_replies, seal_reply
+
+    assert post_api(app.test_client(), api_payload(app.extensions["whistle"].unit_key, "texto",
+                                                   [])).status_code == 201
+    with app.extensions["whistle"].sessions() as db:
+        report = db.scalars(select(Report)).one()
+        rid, source_key = report.id, report.source_public_key
+    data = dump_replies([seal_reply("Recibido.", rid, UnitPublicKey(source_key),
+                                    workstation.signing_key)])
+    token = csrf_token(inv, "/investigator/replies")
+
+    def upload(payload: bytes):  # type: ignore[no-untyped-def]
+        return inv.post("/investigator/replies", data={
+            "csrf_token": token, "replies": (io.BytesIO(payload), "replies.json")},
+            content_type="multipart/form-data")
+
+    assert upload(data).status_code == 303
+    inv.get("/investigator/")  # the success flash, shown once
+    resp = upload(data)
+    assert resp.status_code == 400
+    html = resp.get_data(as_text=True)
+    assert _error_block(html) == [
+        _spanish(app, REFUSED),
+        _spanish(app, "Reply %(number)d (case %(case)s) was imported before: this file was already "
+                      "uploaded.", number=1, case=rid[:8])]
+    assert "already imported" not in html and "reply 1:" not in html
+    assert 'class="notice notice-info"' not in html
+    resp = upload(b"not json")
+    assert _error_block(resp.get_data(as_text=True)) == [_spanish(app, REFUSED),
+                                                         _spanish(app, NOT_A_REPLIES_FILE)]
+
+
 def _forged_replies_file(app: Flask, signature: bytes | None) -> bytes:
     """The issue's forgery: a text sealed to the stored source key without the unit's key, in a
     replies file; with a made-up signature, or none (a version-1 file, as before signing)."""
@@ -185,7 +317,12 @@ def test_investigator_forged_replies_upload_is_refused(app: Flask, inv: FlaskCli
         content_type="multipart/form-data")
     assert resp.status_code == 400
     html = resp.get_data(as_text=True)
-    assert ("reply 1" in html and "signing key" in html) if signature else "version-1" in html
+    case = report_id(app)[:8]
+    reason = (_spanish(app, "Reply %(number)d (case %(case)s) is not signed with the unit's signing "
+                       "key: it was not made with the unit's key, or it was altered.",
+                       number=1, case=case) if signature
+              else _spanish(app, NOT_A_REPLIES_FILE))
+    assert _error_block(html) == [_spanish(app, REFUSED), reason]
     with app.extensions["whistle"].sessions() as db:
         assert db.scalars(select(Item).where(Item.kind == "reply")).all() == []
 
@@ -209,7 +346,7 @@ def _read_reply_and_answer(source: FlaskClient, phrase: str, reply_text: str, an
     assert source_login(source, phrase).status_code == 302
     html = source.get("/case").get_data(as_text=True)
     assert reply_text in html
-    resp = source.post("/case", data={"csrf_token": csrf_token(source, "/case"), "body": answer},
+    resp = source.post("/case", data={**form_tokens(source, "/case"), "body": answer},
                        content_type="multipart/form-data")
     assert resp.status_code == 302
 
@@ -246,14 +383,12 @@ def test_roundtrip_through_web_ui(app: Flask, inv: FlaskClient, workstation: Wor
                                   tmp_path: Path) -> None:
     source, phrase = file_report(app, "Irregularidades en compras públicas")
     token = csrf_token(inv, "/investigator/")
-    resp = inv.post("/investigator/bundle", data={"csrf_token": token, "scope": "new"})
-    assert resp.status_code == 200 and resp.mimetype == "application/zip"
     bundle = tmp_path / "ui.zip"
-    bundle.write_bytes(resp.get_data())
+    bundle.write_bytes(download(inv, {"csrf_token": token, "scope": "new"})[0])
     assert zipfile.is_zipfile(bundle)
     with BundleReader(bundle) as reader:
         (report,) = reader.reports
-    assert list((app.extensions["whistle"].config.spool_dir).iterdir()) == []
+    assert list((app.extensions["whistle"].config.spool_dir / "bundles").iterdir()) == []
 
     reply_text = "Recibimos su denuncia; la investigación está en curso."
     (tmp_path / "reply.txt").write_text(reply_text, encoding="utf-8")
@@ -268,9 +403,8 @@ def test_roundtrip_through_web_ui(app: Flask, inv: FlaskClient, workstation: Wor
     assert resp.status_code == 303
 
     _read_reply_and_answer(source, phrase, reply_text, "Tengo copias de las facturas")
-    resp = inv.post("/investigator/bundle", data={"csrf_token": token, "scope": "selected",
-                                                  "report": report.id})
-    (tmp_path / "ui2.zip").write_bytes(resp.get_data())
+    (tmp_path / "ui2.zip").write_bytes(download(inv, {"csrf_token": token, "scope": "selected",
+                                                      "report": report.id})[0])
     decrypt_bundle(tmp_path / "ui2.zip", workstation.secret_key, tmp_path / "cases")
     (folder,) = report_folders(tmp_path / "cases")
     assert "Irregularidades en compras" in (folder / "report.txt").read_text(encoding="utf-8")

@@ -20,6 +20,7 @@ from support import (
     api_payload,
     csrf_token,
     file_report,
+    form_tokens,
     make_app,
     post_api,
     post_form,
@@ -37,7 +38,7 @@ def test_limits_default_allow_a_normal_visit(environ: dict[str, str], tmp_path: 
     phrase = file_report(client)
     assert source_login(client, "mal escrito " * 3).status_code == 400
     assert source_login(client, phrase).status_code == 302
-    resp = client.post("/case", data={"csrf_token": csrf_token(client, "/case"), "body": "más datos"},
+    resp = client.post("/case", data={**form_tokens(client, "/case"), "body": "más datos"},
                        content_type="multipart/form-data")
     assert resp.status_code == 302
 
@@ -277,8 +278,42 @@ def test_limits_argon2_gate_bounds_concurrency(app: Flask, monkeypatch: pytest.M
     holder.start()
     try:
         client: FlaskClient = app.test_client()
-        resp = source_login(client, "uno dos tres")
+        # Seven words: a passphrase of another length is refused before any derivation.
+        resp = source_login(client, "uno dos tres cuatro cinco seis siete")
         assert resp.status_code == 503 and resp.headers["Retry-After"] == "30"
+        assert 'name="passphrase"' in resp.get_data(as_text=True)
     finally:
         release.set()
         holder.join()
+
+
+def test_limits_backoff_keeps_the_login_form_with_the_wait_in_words(
+    environ: dict[str, str], tmp_path: Path, clock: FrozenClock
+) -> None:
+    """From the failure that starts the backoff on, the login form stays on the page with the wait
+    in words: seconds while short, whole minutes (rounded up) once a minute or more."""
+    app = make_app(environ, tmp_path)
+    client = app.test_client()
+    client.get("/followup?lang=en")
+    wrong = "palabra " * 7
+    for _ in range(3):
+        html = source_login(client, wrong).get_data(as_text=True)
+        assert "Too many wrong passphrases" not in html
+    started = source_login(client, wrong)  # the 4th failure sets a 1-second wait
+    html = started.get_data(as_text=True)
+    assert started.status_code == 400
+    assert "Please wait 1 second and try again." in html and 'name="passphrase"' in html
+    refused = source_login(client, wrong)
+    html = refused.get_data(as_text=True)
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+    assert "Please wait 1 second and try again." in html and 'name="passphrase"' in html
+    assert "Back to the start page" not in html
+    for wait in (1, 2, 4, 8, 16, 32):  # failures 5 to 10; the 10th sets 64 s
+        clock.now += wait + 1
+        resp = source_login(client, wrong)
+        assert resp.status_code == 400, wait
+    assert "Please wait 2 minutes and try again." in resp.get_data(as_text=True)
+    refused = source_login(client, wrong)
+    html = refused.get_data(as_text=True)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 60
+    assert "Please wait 2 minutes and try again." in html and 'name="passphrase"' in html

@@ -19,7 +19,7 @@ from flask import Flask
 from support import (
     Workstation,
     api_payload,
-    csrf_token,
+    form_tokens,
     post_api,
     post_form,
     report_folders,
@@ -68,7 +68,7 @@ def hostile(app: Flask, tmp_path: Path) -> Hostile:
     assert resp.status_code == 201
     # Its sender comes back and adds a message that does open (sealed by the server).
     source_login(source, resp.get_json()["passphrase"])
-    assert source.post("/case", data={"csrf_token": csrf_token(source, "/case"),
+    assert source.post("/case", data={**form_tokens(source, "/case"),
                                       "body": "follow-up of the junk"},
                        content_type="multipart/form-data").status_code == 302
     stranger = UnitSecretKey.generate().public_key
@@ -118,7 +118,7 @@ def test_decrypt_quarantine_writes_every_real_item_and_names_every_bad_one(
     # The texts whose attachments are bad are written, and say what is missing.
     for name, body in (("c.txt", "swapped three"), ("d.txt", "swapped four"), ("g.bin", "truncated seven")):
         text = (out / ids[name] / "report.txt").read_text(encoding="utf-8")
-        assert body in text and f'Quarantined: report {ids[name]} item ' in text
+        assert body in text and f'En cuarentena: report {ids[name]} item ' in text
         assert not (out / ids[name] / "attachments" / name).exists()
         assert list((out / ids[name] / "attachments").iterdir()) == [], "a partial file was left"
     # A bad envelope: its follow-up message is still written; the stranger's report has no folder.

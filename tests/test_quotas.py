@@ -23,6 +23,7 @@ from support import (
     api_payload,
     csrf_token,
     file_report,
+    form_tokens,
     free_port,
     page_session,
     post_api,
@@ -61,7 +62,7 @@ def count(app: Flask, model: Any) -> int:
 
 
 def post_message(client: FlaskClient, body: str, attachment: bytes = b""):  # type: ignore[no-untyped-def]
-    data: dict[str, object] = {"csrf_token": csrf_token(client, "/case"), "body": body}
+    data: dict[str, object] = {**form_tokens(client, "/case"), "body": body}
     if attachment:
         data["attachments"] = [(io.BytesIO(attachment), "foto.jpg", "image/jpeg")]
     return client.post("/case", data=data, content_type="multipart/form-data")
@@ -94,7 +95,9 @@ def test_quota_cookie_replay_refused_at_case_ceiling(environ: dict[str, str], tm
     for n in range(6):
         replay = app.test_client()
         replay.set_cookie("whistle", cookie.value)
-        resp = replay.post("/case", data={"csrf_token": token, "body": f"mensaje {n}"},
+        # A fresh one-time form token for each post (a replayed one would store nothing twice).
+        once = form_tokens(replay, "/case")["once"]
+        resp = replay.post("/case", data={"csrf_token": token, "once": once, "body": f"mensaje {n}"},
                            content_type="multipart/form-data")
         codes.append(resp.status_code)
     assert codes == [302, 302, 302, 429, 429, 429]

@@ -80,7 +80,7 @@ def test_form_submission_roundtrip_recovers_text_and_files(
     out = export_and_decrypt(app, workstation, tmp_path)
     (folder,) = report_folders(out)
     text = (folder / "report.txt").read_text(encoding="utf-8")
-    assert body in text and "Category: medication" in text
+    assert body in text and "Category: Medication not delivered" in text
     assert "Channel: Form without JavaScript (encrypted in server memory" in text
     assert (folder / "attachments" / "receta médica.pdf").read_bytes() == big
     assert (folder / "attachments" / "tabla.csv").read_bytes() == small

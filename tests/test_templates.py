@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 from flask import Flask, render_template_string
 from flask.testing import FlaskClient
-from support import Account, csrf_token, file_report, investigator_login, source_login, the_report
+from support import (
+    Account,
+    csrf_token,
+    file_report,
+    form_tokens,
+    investigator_login,
+    source_login,
+    the_report,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("info", "success", "warning", "error")
@@ -59,7 +67,7 @@ def test_templates_source_flashes_shown_with_their_category(client: FlaskClient)
     assert [k for k, _r, _t in _notices(client.get("/followup").get_data(as_text=True))] == ["warning"]
     phrase = file_report(client)
     assert source_login(client, phrase).status_code == 302
-    resp = client.post("/case", data={"csrf_token": csrf_token(client, "/case"), "body": "más datos"},
+    resp = client.post("/case", data={**form_tokens(client, "/case"), "body": "más datos"},
                        content_type="multipart/form-data")
     assert resp.status_code == 302
     assert [(k, r) for k, r, _t in _notices(client.get("/case").get_data(as_text=True))] == [

@@ -8,6 +8,7 @@ new``; a key that opens nothing gives the usual one-line error and writes nothin
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from support import (
     KEY_PASSPHRASE,
     Workstation,
     api_payload,
+    make_app,
     post_api,
     post_form,
     report_folders,
@@ -144,3 +146,77 @@ def test_decrypt_command_unknown_key_one_line_no_output(
     assert cli.main([*base, *keyring]) == 3
     assert _texts(out) == ["sealed to the NEW key"]
     assert "1 part(s) quarantined" in capsys.readouterr().err
+
+
+# --- report.txt in the unit's language, files for the unit only (issue 11, item 12) ------------
+
+
+def _decrypt_cli(bundle: Path, ws: Workstation, out: Path, *extra: str) -> None:
+    assert cli.main(["decrypt", str(bundle), "--key", str(ws.key_file), "--passphrase-file",
+                     str(ws.passphrase_file), "--out", str(out), *extra]) == 0
+
+
+@pytest.fixture
+def corruption_bundle(client: FlaskClient, app: Flask, tmp_path: Path) -> Path:
+    """A browser report in the "corruption" category with one attachment."""
+    state = app.extensions["whistle"]
+    payload = api_payload(state.unit_key, "Cobran por turnos", [("recibo.pdf", "application/pdf",
+                                                                  b"%PDF-1.4 recibo")])
+    assert post_api(client, payload).status_code == 201
+    bundle = tmp_path / "bundle.zip"
+    export_bundle(state.sessions, bundle, unit_fingerprint=state.unit_key.fingerprint())
+    return bundle
+
+
+def test_decrypt_command_report_txt_spanish_by_default(corruption_bundle: Path, workstation: Workstation,
+                                                       tmp_path: Path) -> None:
+    _decrypt_cli(corruption_bundle, workstation, tmp_path / "es")
+    (folder,) = report_folders(tmp_path / "es")
+    head = (folder / "report.txt").read_text(encoding="utf-8").split("\n\n", 1)[0].splitlines()
+    assert head[0] == f"Denuncia {folder.name}"
+    assert re.fullmatch(r"Fecha: \d{4}-\d\d-\d\d", head[1])
+    assert head[2:] == ["Categoría: Corrupción",
+                        "Canal: Navegador (cifrado en el navegador antes del envío)",
+                        "Adjuntos: attachments/recibo.pdf"]
+
+
+def test_decrypt_command_report_txt_in_english_on_request(corruption_bundle: Path,
+                                                          workstation: Workstation, tmp_path: Path) -> None:
+    _decrypt_cli(corruption_bundle, workstation, tmp_path / "en", "--lang", "en")
+    (folder,) = report_folders(tmp_path / "en")
+    head = (folder / "report.txt").read_text(encoding="utf-8").split("\n\n", 1)[0].splitlines()
+    assert head[0] == f"Report {folder.name}" and head[1].startswith("Date: ")
+    assert head[2:] == ["Category: Corruption",
+                        "Channel: Browser (encrypted in the browser before sending)",
+                        "Attachments: attachments/recibo.pdf"]
+
+
+def test_decrypt_command_unknown_category_shown_as_its_code(environ: dict[str, str], tmp_path: Path,
+                                                            workstation: Workstation) -> None:
+    """The workstation never sees WHISTLE_CATEGORIES: a deployment's own code is written as it is."""
+    app = make_app(environ | {"WHISTLE_CATEGORIES": "fraude_fiscal=Fraude fiscal"}, tmp_path)
+    state = app.extensions["whistle"]
+    payload = api_payload(state.unit_key, "Facturas falsas", [], category="fraude_fiscal")
+    assert post_api(app.test_client(), payload).status_code == 201
+    bundle = tmp_path / "custom.zip"
+    export_bundle(state.sessions, bundle, unit_fingerprint=state.unit_key.fingerprint())
+    _decrypt_cli(bundle, workstation, tmp_path / "out")
+    (folder,) = report_folders(tmp_path / "out")
+    assert "\nCategoría: fraude_fiscal\n" in (folder / "report.txt").read_text(encoding="utf-8")
+    state.engine.dispose()
+
+
+def test_decrypt_command_every_file_0600_every_folder_0700(corruption_bundle: Path,
+                                                           workstation: Workstation, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    # A permissive umask must not widen anything: modes are set, not inherited.
+    umask = os.umask(0)
+    try:
+        _decrypt_cli(corruption_bundle, workstation, out)
+    finally:
+        os.umask(umask)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"report.txt", "recibo.pdf"}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: "0o600" for p in files}
+    folders = [out, *(p for p in out.rglob("*") if p.is_dir())]
+    assert {str(p): oct(p.stat().st_mode & 0o777) for p in folders} == {str(p): "0o700" for p in folders}

@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="all or nothing: refuse the whole bundle if any item fails (exit status 1, "
                         "nothing written) instead of quarantining it")
+    p.add_argument("--lang", choices=("es", "en"), default="es",
+                   help="language of report.txt and the message files (default: es, Spanish)")
     p.set_defaults(func=_workstation("cmd_decrypt"))
 
     p = sub.add_parser("init", help="(server) create the data folder, secrets and database")

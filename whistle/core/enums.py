@@ -5,7 +5,10 @@ Item kinds, intake channels, languages, case statuses and outcomes are :class:`e
 member *is* the text stored in the database and the bundle manifest ("received", "server-form").
 Their labels are English msgids marked with :func:`N_` for ``pybabel extract -k N_``: the server
 translates them at render time (``whistle.server.i18n``, Flask-Babel); the workstation, which
-imports no Flask, writes the English text. Nothing here imports outside the standard library.
+imports no Flask and installs without the catalogues' tooling, translates the few it writes into
+``report.txt`` with :data:`SPANISH` (tests/test_enums.py checks it agrees with the Spanish
+catalogue). The default report categories live here too, so that the server's configuration and
+the workstation read one table. Nothing here imports outside the standard library.
 """
 
 from __future__ import annotations
@@ -120,6 +123,33 @@ SEALED_IN: Mapping[Channel, str] = {
     Channel.BROWSER: N_("encrypted in the browser before sending"),
     Channel.SERVER_FORM: N_("encrypted in server memory on arrival (JavaScript off)"),
 }
+# The report categories of the institution's announcement, used when WHISTLE_CATEGORIES is not
+# set: (code, English label as a msgid). The server's configuration starts from this table; the
+# workstation, which never sees a deployment's configuration, labels these codes with it and
+# writes any other code as it is.
+DEFAULT_CATEGORIES: tuple[tuple[str, str], ...] = (
+    ("poor_service", N_("Poor service")),
+    ("medication", N_("Medication not delivered")),
+    ("irregularities", N_("Irregularities")),
+    ("corruption", N_("Corruption")),
+    ("other", N_("Other")),
+)
+# Spanish for the labels the workstation writes (categories, kinds, channels, where a channel
+# encrypted): the same msgstrs as whistle/translations/es (tests/test_enums.py compares them).
+SPANISH: Mapping[str, str] = {
+    "Poor service": "Mala atención",
+    "Medication not delivered": "Medicamentos no entregados",
+    "Irregularities": "Irregularidades",
+    "Corruption": "Corrupción",
+    "Other": "Otro",
+    "Report": "Denuncia",
+    "Message from the source": "Mensaje de la persona denunciante",
+    "Browser": "Navegador",
+    "Form without JavaScript": "Formulario sin JavaScript",
+    "encrypted in the browser before sending": "cifrado en el navegador antes del envío",
+    "encrypted in server memory on arrival (JavaScript off)":
+        "cifrado en la memoria del servidor al llegar (JavaScript desactivado)",
+}
 # Each language's name in itself: a language menu is read by those who cannot read the page's.
 LANGUAGE_NAMES: Mapping[Language, str] = {Language.ES: "Español", Language.EN: "English"}
 
@@ -137,11 +167,22 @@ def label(member: StrEnum, audience: Audience = "staff") -> str:
     return _STAFF[member]
 
 
-def channel_text(code: str) -> str:
+def translate(msgid: str, lang: Language = Language.EN) -> str:
+    """``msgid`` in ``lang`` without gettext (for the workstation); English is the msgid itself."""
+    return SPANISH.get(msgid, msgid) if lang is Language.ES else msgid
+
+
+def category_label(code: str, lang: Language = Language.EN) -> str:
+    """A default category's label in ``lang``; a code this table does not know (a deployment's
+    own category) is shown as it is."""
+    return translate(dict(DEFAULT_CATEGORIES).get(code, code), lang)
+
+
+def channel_text(code: str, lang: Language = Language.EN) -> str:
     """A channel code as the workstation writes it: label and where it was encrypted; a code
     this version does not know (a newer server's channel) is shown as it is."""
     try:
         channel = Channel(code)
     except ValueError:
         return code
-    return f"{label(channel)} ({SEALED_IN[channel]})"
+    return f"{translate(label(channel), lang)} ({translate(SEALED_IN[channel], lang)})"

@@ -18,6 +18,7 @@ from whistle.server import faults, i18n, limits, quotas, security
 from whistle.server.config import Config, load_config
 from whistle.server.db import make_sessionmaker
 from whistle.server.instance import InstanceError, check_key_folder, init_instance, load_unit_sign_key
+from whistle.server.receipts import make_once_store
 from whistle.server.source_sessions import make_store
 from whistle.server.state import State
 from whistle.server.uploads import ClientTooSlow, WhistleRequest
@@ -87,6 +88,7 @@ def create_app(config: Config | None = None) -> Flask:
         gate=DerivationGate(config.argon2_concurrency),
         source_sessions=make_store(config.ratelimit_storage, secrets.key_prefix),
         unit_sign_key=unit_sign_key,
+        once=make_once_store(config.ratelimit_storage, secrets.key_prefix),
     )
     _quiet_logging(app)
 
@@ -145,6 +147,12 @@ def _register_errors(app: Flask) -> None:
         message = _("Your session expired or the form was sent twice. Please reload the page.")
         if _wants_json():
             return jsonify(error="csrf", message=message), 400
+        if request.endpoint == "source.followup":
+            # A login refused for an old form gets the form back (with a fresh token), not a bare
+            # error page: the source types the passphrase again right there.
+            from whistle.server.web.source.followup import login_page
+
+            return login_page(notice=message, status=400)
         return render_template("error.html", code=400, message=message), 400
 
     @app.errorhandler(HTTPException)

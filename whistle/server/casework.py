@@ -32,6 +32,22 @@ class CaseError(WhistleError):
     """A case operation was refused: unknown case, invalid status or outcome."""
 
 
+class ReplyRefusedError(RepliesError):
+    """One reply of a replies file was refused, so the whole file was.
+
+    ``str()`` is the English line the command prints; ``code`` and ``number`` (1-based, as the
+    file lists them) let the web pages say it in the investigator's language without this module
+    knowing about translations (no Flask here): ``not_signed``, ``no_report``, ``wrong_source``,
+    ``already_imported``; ``report_id`` names the case where there is one.
+    """
+
+    CODES = ("not_signed", "no_report", "wrong_source", "already_imported")
+
+    def __init__(self, code: str, number: int, report_id: str, message: str) -> None:
+        super().__init__(f"reply {number}: {message}")
+        self.code, self.number, self.report_id = code, number, report_id
+
+
 @dataclass(frozen=True)
 class Deadlines:
     """Acknowledgement and feedback deadlines (EU Directive 2019/1937, art. 9)."""
@@ -219,19 +235,21 @@ def import_replies(session: Session, replies: list[SealedReply], actor: str,
     stored: an investigator account or anyone with the CLI cannot pass off a text as the unit's.
     """
     for number, reply in enumerate(replies, 1):
+        rid = reply.report_id
         try:
             verify_reply(reply, verify_key)
         except ReplyAuthError as exc:
-            raise ReplyAuthError(f"reply {number}: {exc}") from exc
-        report = session.get(Report, reply.report_id)
+            raise ReplyRefusedError("not_signed", number, rid, str(exc)) from exc
+        report = session.get(Report, rid)
         if report is None:
-            raise RepliesError(f"reply {number}: no report {reply.report_id} on this server")
+            raise ReplyRefusedError("no_report", number, rid, f"no report {rid} on this server")
         if report.source_public_key != reply.recipient:
-            raise RepliesError(f"reply {number}: not sealed to report {reply.report_id}'s source key")
+            raise ReplyRefusedError("wrong_source", number, rid,
+                                    f"not sealed to report {rid}'s source key")
         existing = {hashlib.sha256(read_bytes(session, i.envelope_blob_id)).hexdigest()
                     for i in report.items if i.kind == ItemKind.REPLY}
         if reply.digest in existing:
-            raise RepliesError(f"reply {number}: already imported")
+            raise ReplyRefusedError("already_imported", number, rid, "already imported")
     for reply in replies:
         report = get_case(session, reply.report_id)
         item = add_item(session, report, seq=next_seq(session, reply.report_id), kind=ItemKind.REPLY,
@@ -252,5 +270,5 @@ def reply_items(report: Report) -> list[Item]:
     return [i for i in report.items if i.kind == ItemKind.REPLY]
 
 
-__all__ = ["CaseError", "CasePage", "CaseRow", "Deadlines", "FILTERS", "SORTS",
+__all__ = ["CaseError", "CasePage", "CaseRow", "Deadlines", "FILTERS", "ReplyRefusedError", "SORTS",
            "add_message", "delete_case", "get_case", "import_replies", "list_cases", "set_status"]

@@ -29,11 +29,29 @@ def _server_config() -> Config:
     return load_config(os.environ)
 
 
+def _instance_config() -> Config:
+    """The configuration of an instance that exists; refuse (one line, nothing created) if not.
+
+    Run from the wrong folder, the default ``./instance`` pointed at an empty place and a command
+    quietly made a second instance there: an account the running server never saw. Only ``init``,
+    ``demo`` and ``restore`` (which makes an instance from a backup) may start from nothing. The
+    instance secrets are the mark of an initialised instance: ``init`` writes them with the
+    database, and they are there whatever the database (SQLite or PostgreSQL).
+    """
+    config = _server_config()
+    if not config.secrets_path.is_file():
+        where = config.data_dir.resolve()
+        raise CommandError(f"no whistle instance in {where} (no {config.secrets_path.name}): run "
+                           "this where the instance lives, point WHISTLE_DATA_DIR at its data "
+                           "folder, or create one there with 'whistle init'")
+    return config
+
+
 def _server_sessions() -> sessionmaker[Session]:
     from whistle.server.db import make_sessionmaker
     from whistle.server.instance import init_instance
 
-    _, engine = init_instance(_server_config())
+    _, engine = init_instance(_instance_config())
     return make_sessionmaker(engine)
 
 
@@ -55,7 +73,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from whistle.server.export import export_bundle
     from whistle.server.instance import check_key_folder
 
-    unit_key = check_key_folder(_server_config())
+    unit_key = check_key_folder(_instance_config())
     summary = export_bundle(_server_sessions(), Path(args.out),
                             unit_fingerprint=unit_key.fingerprint(), include_all=args.all)
     print(f"exported {summary.items} item(s) of {summary.reports} report(s) to {summary.path}")
@@ -107,7 +125,7 @@ def cmd_import_replies(args: argparse.Namespace) -> int:
     from whistle.server.instance import check_key_folder, load_unit_sign_key
 
     path = Path(args.replies)
-    config = _server_config()
+    config = _instance_config()
     # The same fail-closed checks as the server's start: no private key here, both public keys.
     check_key_folder(config)
     verify_key = load_unit_sign_key(config)
@@ -129,7 +147,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from whistle.server.backup import BackupError, create_backup
 
     try:
-        summary = create_backup(_server_config(), Path(args.out))
+        summary = create_backup(_instance_config(), Path(args.out))
     except BackupError as exc:
         raise CommandError(str(exc)) from exc
     print(f"backup written to {summary.path}: {summary.rows} rows in {summary.tables} tables, "
@@ -159,9 +177,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     from whistle.server.db import make_engine
     from whistle.server.migrate import current_revision, upgrade_database
 
-    config = _server_config()
-    if config.database_url.startswith("sqlite") and not config.data_dir.is_dir():
-        raise CommandError(f"no instance in {config.data_dir}: run 'whistle init' first")
+    config = _instance_config()
     engine = make_engine(config.database_url)
     try:
         before = current_revision(engine)
@@ -188,7 +204,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from whistle import create_app
 
-    app = create_app()
+    # Like every command but init, demo and restore: the built-in server on a folder without an
+    # instance would quietly start a new, empty one that nobody backs up (``whistle demo`` is the
+    # zero-setup path). The app factory itself still creates a missing instance (gunicorn's first
+    # start after 'whistle init' on a fresh PostgreSQL database, the tests).
+    app = create_app(_instance_config())
     print(f"whistle is serving on http://{args.host}:{args.port}/  (Ctrl+C to stop)")
     run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
     return 0

@@ -13,25 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from whistle.core.enums import Language
+from whistle.core.enums import DEFAULT_CATEGORIES, Language
 from whistle.core.errors import WhistleError
 
-
-def N_(s: str) -> str:
-    """Return ``s`` unchanged: this only marks a string for extraction (``pybabel extract -k N_``).
-
-    The default category labels are translated at request time in :mod:`whistle.server.i18n`.
-    """
-    return s
-
-
-DEFAULT_CATEGORIES: tuple[tuple[str, str], ...] = (
-    ("poor_service", N_("Poor service")),
-    ("medication", N_("Medication not delivered")),
-    ("irregularities", N_("Irregularities")),
-    ("corruption", N_("Corruption")),
-    ("other", N_("Other")),
-)
+# The default category labels (one table with the workstation's, in core.enums) are translated at
+# request time in :mod:`whistle.server.i18n`.
 # The site's languages (core.enums.Language), the default first.
 LANGUAGES: tuple[str, ...] = tuple(lang.value for lang in Language)
 _CODE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")

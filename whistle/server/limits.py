@@ -181,9 +181,7 @@ def guard() -> ResponseReturnValue | None:
     if purpose == "login":
         wait = backoff_remaining()
         if wait:
-            return _refuse(purpose, 429, "http_429", ngettext(
-                "Too many wrong passphrases. Please wait %(num)d second and try again.",
-                "Too many wrong passphrases. Please wait %(num)d seconds and try again.", wait), wait)
+            return _refuse(purpose, 429, "http_429", backoff_message(wait), wait)
     token = _pow_token()
     if token:
         try:
@@ -210,6 +208,20 @@ def guard() -> ResponseReturnValue | None:
     return None
 
 
+def backoff_message(wait: int) -> str:
+    """The failed-passphrase wait in words: seconds while it is short, whole minutes (rounded up,
+    so the source never comes back too early) once it is a minute or more — "256 seconds" is
+    arithmetic a frightened person should not have to do."""
+    if wait < 60:
+        return str(ngettext(
+            "Too many wrong passphrases. Please wait %(num)d second and try again.",
+            "Too many wrong passphrases. Please wait %(num)d seconds and try again.", wait))
+    minutes = math.ceil(wait / 60)
+    return str(ngettext(
+        "Too many wrong passphrases. Please wait %(num)d minute and try again.",
+        "Too many wrong passphrases. Please wait %(num)d minutes and try again.", minutes))
+
+
 def _pow_message(code: str) -> str:
     if code in ("pow_expired", "pow_stale", "pow_reused"):
         return str(_("The security check expired. Nothing was sent. Please try again."))
@@ -224,10 +236,10 @@ def _refuse(purpose: str, status: int, code: str, message: str,
     if request.path.startswith("/api/"):
         response = make_response(jsonify(error=code, message=message), status)
     elif purpose == "login":
-        from whistle.server.web.source.forms import FollowupForm
+        # The login form itself, never a bare error page: the source can try again from here.
+        from whistle.server.web.source.followup import login_page
 
-        form = FollowupForm(formdata=None)
-        response = make_response(render_template("followup.html", form=form, notice=message), status)
+        response = make_response(login_page(notice=message, status=status))
     elif purpose == "submit":
         from whistle.server.web.source.forms import SubmitForm
 

@@ -15,6 +15,7 @@ from whistle.core.passphrase import DerivationGate
 from whistle.server.blobstore import BlobStore, sessions_blob_store
 from whistle.server.config import Config
 from whistle.server.instance import InstanceSecrets
+from whistle.server.receipts import OnceStore
 from whistle.server.source_sessions import SourceSessionStore
 
 
@@ -31,6 +32,8 @@ class State:
     source_sessions: SourceSessionStore
     # The unit's public signing key: replies are verified with it on import and before display.
     unit_sign_key: UnitVerifyKey
+    # One-time form tokens and receipts waiting to be shown (receipts.py).
+    once: OnceStore
 
     @property
     def blobs(self) -> BlobStore:

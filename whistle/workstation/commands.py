@@ -147,6 +147,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     Items that fail are quarantined (listed on stderr and in QUARANTINE.txt, exit status 3) and the
     rest written; ``--strict`` refuses the whole bundle instead (exit status 1, nothing written).
     """
+    from whistle.core.enums import Language
     from whistle.workstation.decrypt import BundleDecryptError, decrypt_bundle
     from whistle.workstation.render import inert_line
 
@@ -154,7 +155,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     out = inert_line(args.out)
     try:
         summary = decrypt_bundle(Path(args.bundle), keys, Path(args.out), progress=_progress_printer(),
-                                 strict=bool(args.strict))
+                                 strict=bool(args.strict), lang=Language(args.lang))
     except BundleDecryptError as exc:
         raise CommandError(f"decryption failed, nothing written: {inert_line(str(exc))}") from exc
     print(f"decrypted {summary.items} item(s) and {summary.attachments} attachment(s) into "

@@ -37,7 +37,7 @@ from whistle.core.crypto import (
     iter_decrypt,
     open_envelope,
 )
-from whistle.core.enums import ItemKind, channel_text
+from whistle.core.enums import ItemKind, Language, category_label, channel_text
 from whistle.core.errors import WhistleError
 from whistle.core.files import atomic_write, safe_join
 from whistle.workstation.names import NameSlots, safe_filename
@@ -46,6 +46,7 @@ from whistle.workstation.render import (
     inert_line,
     render_item,
     render_quarantine,
+    words,
 )
 
 __all__ = ["BundleDecryptError", "DecryptSummary", "Quarantined", "decrypt_bundle", "safe_filename"]
@@ -105,6 +106,7 @@ def decrypt_bundle(
     categories: dict[str, str] | None = None,
     progress: Progress | None = None,
     strict: bool = True,
+    lang: Language = Language.EN,
 ) -> DecryptSummary:
     """Decrypt every report and message of a bundle into ``out_dir/<report id>/``.
 
@@ -114,6 +116,11 @@ def decrypt_bundle(
     and in ``out_dir/QUARANTINE.txt``, the rest written. Raises :class:`BundleDecryptError`
     (naming the first failed part, or wrapping the cause) and leaves ``out_dir`` as it was when
     the bundle is unreadable, when ``strict`` and anything failed, or when nothing could be written.
+
+    ``report.txt`` and the message files are written in ``lang`` (the command's ``--lang``,
+    Spanish by default there); a category is shown by its label from ``categories`` (code ->
+    label, already in ``lang``), else from the default table (core.enums), else as its code.
+    Every file is written 0600 and every folder 0700: the plaintext is for the unit only.
     """
     keys = [secret_key] if isinstance(secret_key, UnitSecretKey) else list(secret_key)
     if not keys:
@@ -123,7 +130,8 @@ def decrypt_bundle(
     staging = Path(tempfile.mkdtemp(prefix=".whistle-staging-", dir=out_dir))
     try:
         with BundleReader(bundle_path) as bundle:
-            run = _Run(bundle, _Keyring(keys, opened), staging, out_dir, categories or {}, progress)
+            run = _Run(bundle, _Keyring(keys, opened), staging, out_dir, categories or {}, progress,
+                       lang)
             for report in bundle.reports:
                 run.decrypt_report(report)
             created_on = bundle.meta["created_on"]
@@ -199,6 +207,7 @@ class _Run:
     out_dir: Path
     categories: dict[str, str]
     progress: Progress | None
+    lang: Language
     items: int = 0
     attachments: int = 0
     quarantined: list[Quarantined] = field(default_factory=list)
@@ -256,10 +265,11 @@ class _Run:
         category: str | None = None
         if item.kind == ItemKind.REPORT:
             if CATEGORY_CODE.match(envelope.category):
-                label = self.categories.get(envelope.category, "")
-                category = envelope.category + (f" ({label})" if label else "")
+                category = (self.categories.get(envelope.category)
+                            or category_label(envelope.category, self.lang))
             else:
-                category = f"invalid category \"{inert_line(envelope.category, 64)}\" (quarantined)"
+                category = words(self.lang)["invalid_category"].format(
+                    code=inert_line(envelope.category, 64))
                 notes.append(self.quarantine(report, item, "category",
                                              ItemRefusedError("invalid category")).describe())
         saved: list[SavedAttachment] = []
@@ -272,8 +282,8 @@ class _Run:
                 part = f"attachment {index} \"{inert_line(ref.name, 80)}\""
                 notes.append(self.quarantine(report, item, part, exc).describe())
         text = render_item(report_id=report.id, kind=item.kind, seq=item.seq, day=item.created_on,
-                           channel=channel_text(report.channel), category=category,
-                           body=envelope.body, attachments=saved, quarantined=notes)
+                           channel=channel_text(report.channel, self.lang), category=category,
+                           body=envelope.body, attachments=saved, quarantined=notes, lang=self.lang)
         name = "report.txt" if item.kind == ItemKind.REPORT else f"message-{item.seq:03d}.txt"
         atomic_write(folder.path / folder.names.claim(name), text.encode("utf-8"))
         self.items += 1
@@ -285,6 +295,9 @@ class _Run:
         att_dir = folder.path / "attachments"
         att_dir.mkdir(exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(prefix=".part-", dir=att_dir)
+        # Plaintext for the unit only, like report.txt (atomic_write's 0600): said explicitly
+        # rather than left to how the temporary file happens to be created.
+        os.fchmod(fd, 0o600)
         consumed = [0]
         try:
             with os.fdopen(fd, "wb") as dst:

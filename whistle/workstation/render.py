@@ -16,7 +16,10 @@ A backslash is left as it is: the escapes are for reading, not for decoding back
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from whistle.core.enums import Language
 
 # Bidirectional formatting characters (Unicode UAX #9): embeddings, overrides, isolates, marks.
 _BIDI = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
@@ -61,6 +64,30 @@ class SavedAttachment:
     sent_as: str
 
 
+# The words of report.txt and message-NNN.txt, in the unit's language (``whistle decrypt
+# --lang``). A plain table rather than gettext: the workstation installs without catalogues, and
+# these lines are read only here.
+_WORDS: Mapping[Language, Mapping[str, str]] = {
+    Language.EN: {
+        "report": "Report {id}", "message": "Message {seq} on report {id}", "date": "Date",
+        "category": "Category", "channel": "Channel", "attachments": "Attachments",
+        "sent_as": "was sent as", "quarantined": "Quarantined", "see": "see",
+        "invalid_category": "invalid category \"{code}\" (quarantined)",
+    },
+    Language.ES: {
+        "report": "Denuncia {id}", "message": "Mensaje {seq} de la denuncia {id}",
+        "date": "Fecha", "category": "Categoría", "channel": "Canal", "attachments": "Adjuntos",
+        "sent_as": "se envió como", "quarantined": "En cuarentena", "see": "ver",
+        "invalid_category": "categoría no válida \"{code}\" (en cuarentena)",
+    },
+}
+
+
+def words(lang: Language) -> Mapping[str, str]:
+    """The fixed words of the files the workstation writes, in ``lang``."""
+    return _WORDS[lang]
+
+
 def render_item(
     *,
     report_id: str,
@@ -72,29 +99,33 @@ def render_item(
     body: str,
     attachments: list[SavedAttachment],
     quarantined: list[str],
+    lang: Language = Language.EN,
 ) -> str:
-    """The text of ``report.txt`` (``kind`` "report") or ``message-NNN.txt``.
+    """The text of ``report.txt`` (``kind`` "report") or ``message-NNN.txt``, in ``lang``.
 
-    ``category`` is the line's value already checked (or marked invalid) by the caller; every
-    field that came from the bundle is made inert here.
+    ``category`` and ``channel`` are the lines' values already labelled in ``lang`` (or the
+    category marked invalid) by the caller; every field that came from the bundle is made inert
+    here.
     """
+    w = _WORDS[lang]
     is_report = kind == "report"
-    lines = [f"Report {report_id}" if is_report else f"Message {seq} on report {report_id}",
-             f"Date: {inert_line(day)}"]
+    lines = [w["report"].format(id=report_id) if is_report
+             else w["message"].format(seq=seq, id=report_id),
+             f"{w['date']}: {inert_line(day)}"]
     if is_report:
-        lines.append(f"Category: {inert_line(category or '')}")
-        # The channel's label and where it was encrypted, in English like the rest of the file,
-        # from the same table the investigators' pages translate (core.enums).
-        lines.append(f"Channel: {inert_line(channel)}")
+        lines.append(f"{w['category']}: {inert_line(category or '')}")
+        # The channel's label and where it was encrypted, from the same table the investigators'
+        # pages translate (core.enums).
+        lines.append(f"{w['channel']}: {inert_line(channel)}")
     if attachments:
-        lines.append("Attachments: " + ", ".join(f"attachments/{inert_line(a.saved)}"
-                                                 for a in attachments))
+        lines.append(f"{w['attachments']}: " + ", ".join(f"attachments/{inert_line(a.saved)}"
+                                                        for a in attachments))
         for a in attachments:
             sent = inert_line(a.sent_as, 300)
             if sent != a.saved:
-                lines.append(f"  attachments/{inert_line(a.saved)} was sent as \"{sent}\"")
+                lines.append(f"  attachments/{inert_line(a.saved)} {w['sent_as']} \"{sent}\"")
     for line in quarantined:
-        lines.append(f"Quarantined: {inert_line(line)} (see QUARANTINE.txt)")
+        lines.append(f"{w['quarantined']}: {inert_line(line)} ({w['see']} QUARANTINE.txt)")
     text = inert_text(body)
     return "\n".join(lines) + "\n\n" + text + ("\n" if not text.endswith("\n") else "")
 

@@ -57,6 +57,11 @@
     return (statusBox && statusBox.dataset[prop]) || '';
   }
 
+  // The bytes done and the time left, after the status message. aria-hidden: it changes several
+  // times a second, which would drown a screen reader in announcements; the <progress> element
+  // carries the same progress for assistive technology.
+  var statusDetail = null;
+
   function showStatus(text, state) {
     if (!statusBox) {
       return;
@@ -65,6 +70,73 @@
     statusBox.hidden = false;
     statusBox.textContent = text;
     statusBox.dataset.state = state;
+    statusDetail = null;
+  }
+
+  function showDetail(text) {
+    if (!statusBox) {
+      return;
+    }
+    if (!statusDetail || statusDetail.parentNode !== statusBox) {
+      statusDetail = document.createElement('span');
+      statusDetail.className = 'status-detail';
+      statusDetail.setAttribute('aria-hidden', 'true');
+      statusBox.appendChild(statusDetail);
+    }
+    statusDetail.textContent = text;
+  }
+
+  // A page template with {name} placeholders (the data-msg-* attributes), filled in.
+  function fill(template, values) {
+    return template.replace(/\{(\w+)\}/g, function (whole, name) {
+      return Object.prototype.hasOwnProperty.call(values, name) ? values[name] : whole;
+    });
+  }
+
+  function formatNumber(value, digits) {
+    try {
+      // The page's language: "12,0 MB" on a Spanish page.
+      return value.toLocaleString(root.lang || undefined,
+        { minimumFractionDigits: digits, maximumFractionDigits: digits });
+    } catch (e) {
+      return value.toFixed(digits);
+    }
+  }
+
+  // Decimal units, as file managers show sizes: a 50 MB file reads "50.0 MB".
+  function formatBytes(bytes) {
+    if (bytes >= 1e9) {
+      return formatNumber(bytes / 1e9, 2) + ' GB';
+    }
+    if (bytes >= 1e6) {
+      return formatNumber(bytes / 1e6, 1) + ' MB';
+    }
+    return formatNumber(Math.ceil(bytes / 1e3), 0) + ' KB';
+  }
+
+  // Rounded up: an estimate that runs out before the work does reads as a hang.
+  function formatDuration(seconds) {
+    if (seconds < 60) {
+      return Math.max(1, Math.ceil(seconds)) + ' s';
+    }
+    return Math.ceil(seconds / 60) + ' min';
+  }
+
+  // Progress of the current step (encrypting, then uploading): the bar, the bytes done and, once
+  // the step has run a second and the rate means something, an estimate of the time left.
+  function showTransfer(done, total, startedAt) {
+    setProgress(total ? (done * 100) / total : 100);
+    var template = msg('progress');
+    if (!template || !total) {
+      return;
+    }
+    var text = fill(template, { sent: formatBytes(done), total: formatBytes(total) });
+    var elapsed = (Date.now() - startedAt) / 1000;
+    var left = msg('left');
+    if (left && elapsed >= 1 && done > 0 && done < total) {
+      text += ' · ' + fill(left, { left: formatDuration((elapsed * (total - done)) / done) });
+    }
+    showDetail(text);
   }
 
   function showError(text, detail) {
@@ -141,11 +213,12 @@
     var before = 0;
     var entries = [];
     var blobs = [];
+    var startedAt = Date.now();
     for (var i = 0; i < files.length; i++) {
       var file = files[i];
       var key = wc.newAttachmentKey();
       blobs.push(await wc.encryptFile(file, key, function (done) {
-        setProgress(total ? ((before + done) * 100) / total : 100);
+        showTransfer(before + done, total, startedAt);
       }));
       before += file.size;
       entries.push({ name: file.name, type: file.type || '', size: file.size, key: key });
@@ -187,9 +260,10 @@
       }
       xhr.setRequestHeader('Accept', 'application/json');
       xhr.responseType = 'text';
+      var startedAt = Date.now();
       xhr.upload.onprogress = function (ev) {
         if (ev.lengthComputable && ev.total > 0) {
-          setProgress((ev.loaded * 100) / ev.total);
+          showTransfer(ev.loaded, ev.total, startedAt);
         }
       };
       xhr.onload = function () {
@@ -206,6 +280,47 @@
       xhr.ontimeout = function () { reject(new Error('upload timed out')); };
       xhr.send(data);
     });
+  }
+
+  // The characters Python's str.isspace() counts as white space (the JavaScript-off form refuses
+  // a text made only of them: DataRequired strips with str.strip()). Not \s: that also has
+  // U+FEFF and lacks U+001C-U+001F and U+0085, and both paths must apply the same rule.
+  var BLANK = /^[\t\n\v\f\r \u001c-\u001f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$/;
+
+  // The text box, when its text is empty or only white space (checked before anything is sealed:
+  // the server cannot see a sealed text to refuse it).
+  function blankBody() {
+    var field = form.elements.namedItem('body');
+    return field && BLANK.test(field.value || '') ? field : null;
+  }
+
+  // The receipt as a page state of its own: the form's heading and intro go with the form, the
+  // tab title names the receipt, and the language links re-render this receipt on the server
+  // (receipt_url carries a one-time ticket) instead of loading an empty form and losing it.
+  function enterReceiptState(receiptUrl) {
+    var intro = document.getElementById('submit-intro');
+    if (intro) {
+      intro.hidden = true;
+    }
+    if (receipt.dataset.title) {
+      document.title = receipt.dataset.title;
+    }
+    var links = document.querySelectorAll('nav.lang a[hreflang]');
+    for (var i = 0; i < links.length; i++) {
+      if (typeof receiptUrl === 'string' && receiptUrl.charAt(0) === '/') {
+        links[i].setAttribute('href', receiptUrl + (receiptUrl.indexOf('?') < 0 ? '?' : '&') +
+          'lang=' + encodeURIComponent(links[i].getAttribute('hreflang')));
+      } else {
+        // No way back to this receipt: warn before leaving it (the passphrase is shown once).
+        links[i].addEventListener('click', warnBeforeLeaving);
+      }
+    }
+  }
+
+  function warnBeforeLeaving(ev) {
+    if (!window.confirm(receipt.dataset.leaveWarning || '')) {
+      ev.preventDefault();
+    }
   }
 
   function showReceipt(passphrase) {
@@ -274,6 +389,7 @@
     if (KIND === 'report' && result.status >= 200 && result.status < 300 && result.body &&
         typeof result.body.passphrase === 'string' && result.body.passphrase) {
       showReceipt(result.body.passphrase);
+      enterReceiptState(result.body.receipt_url);
       return true;
     }
     if (result.status === 413) {
@@ -288,6 +404,13 @@
   form.addEventListener('submit', function (ev) {
     ev.preventDefault();
     if (busy) {
+      return;
+    }
+    var blank = blankBody();
+    if (blank) {
+      // The same rule as the JavaScript-off form, with its message; nothing is sealed or sent.
+      showError(msg('empty'), null);
+      blank.focus();
       return;
     }
     busy = true;

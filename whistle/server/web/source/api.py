@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
-from flask import jsonify, render_template, request
+from flask import jsonify, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import get_locale
 
 from whistle.core.enums import Channel
 from whistle.server import uploads
+from whistle.server.config import LANGUAGES
 from whistle.server.limits import submission_limits
 from whistle.server.state import get_state
 from whistle.server.uploads import UploadPolicy
-from whistle.server.web.source import bp, common
+from whistle.server.web.source import bp, common, receipt
 
 
 @bp.get("/api/v1/unit-key")
@@ -46,5 +48,14 @@ def upload_rejected(exc: common.UploadRejected) -> ResponseReturnValue:
 @uploads.accepts(UploadPolicy.CIPHERTEXT, quota="submit")
 def api_submit() -> ResponseReturnValue:
     sealed, attachments = common.read_sealed_upload("report")
-    receipt = common.file_report(sealed, attachments, Channel.BROWSER, request.form.get("lang", "es"))
-    return jsonify(passphrase=receipt.passphrase, channel=receipt.channel.value), 201
+    # The passphrase is in the page's language: the script sends it as `lang`; without it (or
+    # with a language the site does not have) the session's, as on the form path, not Spanish.
+    lang = request.form.get("lang", "")
+    if lang not in LANGUAGES:
+        lang = str(get_locale())
+    filed = common.file_report(sealed, attachments, Channel.BROWSER, lang)
+    # The script shows the receipt on the page; its language links re-render it once each from
+    # `receipt_url` (receipt.py), so switching language never loses the passphrase.
+    ticket = receipt.receipt_shown(filed)
+    return jsonify(passphrase=filed.passphrase, channel=filed.channel.value,
+                   receipt_url=url_for("source.receipt", show=ticket)), 201

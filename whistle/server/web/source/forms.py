@@ -7,7 +7,7 @@ import unicodedata
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import Field, MultipleFileField, PasswordField, SelectField, TextAreaField
+from wtforms import Field, MultipleFileField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, ValidationError
 
 from whistle.core.crypto import MAX_BODY_CHARS
@@ -54,8 +54,19 @@ class SubmitForm(FlaskForm):  # type: ignore[misc]  # Flask-WTF ships no type hi
         self.category.choices = [("", _l("Choose one…")), *category_choices()]
 
 
+class PassphraseField(StringField):  # type: ignore[misc]  # WTForms ships no type hints
+    """A text box for the receipt passphrase that never writes what was typed back into a page.
+
+    It is a text box, not a password box, so that a source sees a typo in seven words (the page
+    offers a hide control); but unlike a plain text field, a re-rendered form comes back empty on
+    every path (wrong passphrase, refusal, busy server), so the passphrase is never in a response."""
+
+    def _value(self) -> str:
+        return ""
+
+
 class FollowupForm(FlaskForm):  # type: ignore[misc]  # Flask-WTF ships no type hints
-    passphrase = PasswordField(
+    passphrase = PassphraseField(
         _l("Your receipt passphrase"),
         validators=[DataRequired(message=_l("Please type your passphrase.")), Length(max=500)],
     )
