@@ -109,7 +109,7 @@ def server_codes() -> set[str]:
     literal = re.compile(
         r'error="([a-z0-9_]+)"'
         r'|UploadRejected\(\d+, "([a-z0-9_]+)"'
-        r'|_respond\(\d+, "([a-z0-9_]+)"'
+        r'|error_response\(\d+, "([a-z0-9_]+)"'
         r'|_refuse\(purpose, \d+, "([a-z0-9_]+)"'
         r'|PowError\("([a-z0-9_]+)"\)')
     codes: set[str] = set()

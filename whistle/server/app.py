@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from flask import Flask, jsonify, make_response, render_template, request, url_for
+from flask import Flask, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import Babel
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from whistle.core.passphrase import DerivationGate, GateBusyError
 from whistle.server import faults, i18n, limits, quotas, security
+from whistle.server.answers import error_response, wants_json
 from whistle.server.config import Config, load_config
 from whistle.server.db import make_sessionmaker
 from whistle.server.instance import InstanceError, check_key_folder, init_instance, load_unit_sign_key
@@ -135,25 +136,19 @@ def _quiet_logging(app: Flask) -> None:
     default_handler.setFormatter(logging.Formatter("%(levelname)s in %(module)s: %(message)s"))
 
 
-def _wants_json() -> bool:
-    return request.path.startswith("/api/")
-
-
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError) -> ResponseReturnValue:
         from flask_babel import gettext as _
 
         message = _("Your session expired or the form was sent twice. Please reload the page.")
-        if _wants_json():
-            return jsonify(error="csrf", message=message), 400
-        if request.endpoint == "source.followup":
+        if not wants_json() and request.endpoint == "source.followup":
             # A login refused for an old form gets the form back (with a fresh token), not a bare
             # error page: the source types the passphrase again right there.
             from whistle.server.web.source.followup import login_page
 
             return login_page(notice=message, status=400)
-        return render_template("error.html", code=400, message=message), 400
+        return error_response(400, "csrf", message)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> ResponseReturnValue:
@@ -178,11 +173,7 @@ def _register_errors(app: Flask) -> None:
             503: _("The server is busy. Please wait a minute and try again."),
         }
         message = messages.get(code, _("Something went wrong."))
-        if _wants_json():
-            error = "too_large" if code == 413 else f"http_{code}"
-            response = make_response(jsonify(error=error, message=message), code)
-        else:
-            response = make_response(render_template("error.html", code=code, message=message), code)
+        response = error_response(code, "too_large" if code == 413 else f"http_{code}", message)
         # Keep what the exception says about the protocol (Allow on 405, for instance).
         carried = dict(exc.get_headers())
         for name in ("Allow", "Retry-After"):
@@ -207,12 +198,7 @@ def _register_errors(app: Flask) -> None:
         # log: SQLAlchemy's message quotes the statement and its parameters (ciphertext).
         app.logger.warning("backend unavailable: %s", type(exc).__name__)
         message = _("Something went wrong. Nothing was stored; please try again later.")
-        if _wants_json():
-            response = make_response(jsonify(error="unavailable", message=message), 503)
-        else:
-            response = make_response(render_template("error.html", code=503, message=message), 503)
-        response.headers["Retry-After"] = str(faults.RETRY_AFTER_SECONDS)
-        return response
+        return error_response(503, "unavailable", message, retry_after=faults.RETRY_AFTER_SECONDS)
 
     @app.errorhandler(ClientTooSlow)
     def too_slow(exc: ClientTooSlow) -> ResponseReturnValue:
@@ -221,11 +207,7 @@ def _register_errors(app: Flask) -> None:
         # The worker cut a body that arrived below the minimum rate; whatever was spooled is
         # gone with the request, and the worker closes the connection after this answer.
         message = _("What you sent arrived too slowly and was not stored. Please try again.")
-        if _wants_json():
-            response = make_response(jsonify(error="too_slow", message=message), 408)
-        else:
-            response = make_response(render_template("error.html", code=408, message=message), 408)
-        return response
+        return error_response(408, "too_slow", message)
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception) -> ResponseReturnValue:
@@ -236,6 +218,4 @@ def _register_errors(app: Flask) -> None:
         # Log the exception type only: messages can quote request data.
         app.logger.error("internal error: %s", type(exc).__name__)
         message = _("Something went wrong. Nothing was stored; please try again later.")
-        if _wants_json():
-            return jsonify(error="internal", message=message), 500
-        return render_template("error.html", code=500, message=message), 500
+        return error_response(500, "internal", message)

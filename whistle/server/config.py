@@ -209,6 +209,15 @@ def _quotas(environ: Mapping[str, str], max_upload_mb: int) -> Quotas:
     return Quotas(**values)
 
 
+def redis_url(storage_url: str) -> str | None:
+    """The redis-py URL for ``WHISTLE_RATELIMIT_STORAGE`` when it names Redis (the limiter's
+    ``redis+unix://`` is redis-py's ``unix://``), or None for ``memory://``: every store that
+    follows the limiter's storage (counters, source sessions, receipts) decides the same way."""
+    if storage_url.startswith(("redis://", "rediss://", "redis+unix://")):
+        return storage_url.replace("redis+unix://", "unix://")
+    return None
+
+
 def load_config(environ: Mapping[str, str], *, cwd: Path | None = None) -> Config:
     """Build the configuration from ``environ`` (pass ``os.environ``); pure apart from ``cwd``.
 

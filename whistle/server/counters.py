@@ -15,6 +15,8 @@ import threading
 import time
 from abc import ABC, abstractmethod
 
+from whistle.server.config import redis_url
+
 MINUTE = 60
 
 
@@ -139,6 +141,7 @@ class RedisCounterStore(CounterStore):
 
 def make_counters(storage_url: str, prefix: str) -> CounterStore:
     """Redis when the rate-limit storage is Redis (several workers), else this process's memory."""
-    if storage_url.startswith(("redis://", "rediss://", "redis+unix://")):
-        return RedisCounterStore(storage_url.replace("redis+unix://", "unix://"), prefix)
+    url = redis_url(storage_url)
+    if url is not None:
+        return RedisCounterStore(url, prefix)
     return MemoryCounterStore(prefix)

@@ -42,7 +42,6 @@ from flask import (
     jsonify,
     make_response,
     redirect,
-    render_template,
     request,
     url_for,
 )
@@ -53,6 +52,7 @@ from werkzeug.exceptions import RequestEntityTooLarge, TooManyRequests
 from werkzeug.wrappers import Response as BaseResponse
 
 from whistle.server import upload_policy
+from whistle.server.answers import error_response
 from whistle.server.state import get_state
 from whistle.server.storage import DiskFullError, translate_disk_full
 from whistle.server.upload_policy import QuotaKind
@@ -155,16 +155,6 @@ def request_budget() -> ByteBudget | None:
     return budget if isinstance(budget, ByteBudget) else None
 
 
-def _respond(status: int, code: str, message: str, retry_after: int | None = None) -> Response:
-    if request.path.startswith("/api/"):
-        response = make_response(jsonify(error=code, message=message), status)
-    else:
-        response = make_response(render_template("error.html", code=status, message=message), status)
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(retry_after)
-    return response
-
-
 def _wait_words(seconds: int) -> str:
     if seconds > 2 * HOUR:
         hours = math.ceil(seconds / HOUR)
@@ -257,13 +247,13 @@ def check_quota() -> BaseResponse | None:
         return None
     if request.headers.get("Transfer-Encoding"):
         # A chunked body declares no size: it cannot be checked against a quota before it is read.
-        return _respond(411, "length_required", _(
+        return error_response(411, "length_required", _(
             "The upload did not say how large it is, which this server requires. "
             "Nothing was stored; please try again."))
     declared = request.content_length or 0
     largest = get_state().config.max_upload_mb * MB
     if declared > largest:
-        return _respond(413, "too_large", _(
+        return error_response(413, "too_large", _(
             "What you sent is larger than this server accepts at once (%(mb)d MB). "
             "Nothing was stored.", mb=largest // MB))
     _csrf_precheck()
@@ -274,7 +264,7 @@ def check_quota() -> BaseResponse | None:
     refused = glob if counters().used(glob.key) + declared > glob.limit else counters().charge(charges)
     if refused is not None:
         wait = window_left(refused.window)
-        return _respond(429, "quota_exceeded", _(
+        return error_response(429, "quota_exceeded", _(
             "This server cannot accept more uploads right now.") + " " + _wait_words(wait),
                         retry_after=wait)
     g.whistle_quota_charges = charges
@@ -323,7 +313,7 @@ def _refund(charges: list[Charge], arrived: int) -> None:
 def disk_full(exc: DiskFullError) -> Response:
     """507 for a full disk (blob, spool or database): the transaction was rolled back."""
     _log.error("disk full: nothing was stored")
-    return _respond(507, "disk_full", _(
+    return error_response(507, "disk_full", _(
         "The server has no room left to store what you sent. Nothing was stored; "
         "please try again later."), retry_after=DISK_FULL_RETRY_AFTER)
 

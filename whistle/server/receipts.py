@@ -24,6 +24,7 @@ from abc import ABC, abstractmethod
 import nacl.exceptions
 import nacl.secret
 
+from whistle.server.config import redis_url
 from whistle.server.source_sessions import expires_at
 
 # Long enough to show the receipt, switch its language and reload; short enough that a shared
@@ -168,6 +169,7 @@ class RedisOnceStore(OnceStore):
 
 def make_once_store(storage_url: str, prefix: str) -> OnceStore:
     """Redis when the rate-limit storage is Redis (several workers), else this process's memory."""
-    if storage_url.startswith(("redis://", "rediss://", "redis+unix://")):
-        return RedisOnceStore(storage_url.replace("redis+unix://", "unix://"), prefix)
+    url = redis_url(storage_url)
+    if url is not None:
+        return RedisOnceStore(url, prefix)
     return MemoryOnceStore()

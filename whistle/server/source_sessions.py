@@ -28,6 +28,7 @@ import nacl.exceptions
 import nacl.secret
 
 from whistle.core.crypto import UnitSecretKey
+from whistle.server.config import redis_url
 
 IDLE_SECONDS = 30 * 60
 # Redis expiries are rounded up to a whole bucket of wall-clock time: a key then says only in
@@ -180,8 +181,9 @@ class RedisSourceSessionStore(SourceSessionStore):
 
 def make_store(storage_url: str, prefix: str) -> SourceSessionStore:
     """Redis when the rate-limit storage is Redis (several workers), else this process's memory."""
-    if storage_url.startswith(("redis://", "rediss://", "redis+unix://")):
-        return RedisSourceSessionStore(storage_url.replace("redis+unix://", "unix://"), prefix)
+    url = redis_url(storage_url)
+    if url is not None:
+        return RedisSourceSessionStore(url, prefix)
     return MemorySourceSessionStore()
 
 
