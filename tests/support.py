@@ -84,8 +84,22 @@ def postgres_database(prefix: str = "whistle_test_") -> Iterator[str]:
     try:
         yield f"{TEST_POSTGRES.rsplit('/', 1)[0]}/{name}"
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        import time
+
+        from sqlalchemy.exc import ProgrammingError
+
+        # WITH (FORCE) ends our own sessions, but the test role may not end an autovacuum worker
+        # that PostgreSQL happened to start on the new database ("must be a member of the role
+        # whose process is being terminated"): it finishes in moments on a database this small.
+        for attempt in range(20):
+            try:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                break
+            except ProgrammingError as exc:
+                if "must be a member of the role" not in str(exc) or attempt == 19:
+                    raise
+                time.sleep(0.5)
         admin.dispose()
 
 
