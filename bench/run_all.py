@@ -24,7 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH, machine  # noqa: E402
 
-BENCHMARKS = ("submissions", "upload", "decrypt", "browser", "case_list", "attacks")
+BENCHMARKS = ("submissions", "protocol_v2", "upload", "decrypt", "browser", "lowband", "case_list",
+              "attacks", "casebook", "patterns", "whatsapp")
 
 
 def fmt(value: float) -> str:

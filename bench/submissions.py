@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""Submissions per second on 2 gunicorn workers vs the argon2 bound of the machine.
+"""Server-derived submissions per second on 2 gunicorn workers vs the argon2 bound of the machine.
 
-Every submission costs one argon2id derivation at the instance's costs (production: t=3, 64 MiB),
-so a server on C cores can never file more than C / t_derive reports a second. This benchmark
+On the server-derived path (JavaScript off, or a browser that cannot derive: protocol v2) every
+submission costs one argon2id derivation at the instance's costs (production: t=3, 64 MiB), so a
+server on C cores can never file more than C / t_derive such reports a second. This benchmark
 starts the production server (deploy/gunicorn.conf.py, 2 workers, Redis for the shared limits
-and sessions as that file requires), floods /api/v1/reports with JavaScript-on submissions
-(small sealed envelopes prepared beforehand) from a separate load-generator process, and reports
-the sustained rate as a fraction of that bound.
+and sessions as that file requires), floods the JavaScript-off form (GET /submit, then POST
+/submit with a short text) from a separate load-generator process, and reports the sustained rate
+as a fraction of that bound. The JavaScript path runs no argon2 on the server: bench/protocol_v2.py.
 
     .venv/bin/python bench/submissions.py [--concurrency 8] [--warmup 10] [--duration 45]
 
@@ -22,6 +23,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -36,7 +38,6 @@ from _common import (  # noqa: E402
     banner,
     cookie_from,
     emit,
-    get_csrf,
     make_instance,
     median,
     percentile,
@@ -145,19 +146,28 @@ def parallel_capacity(params, per_proc: int = 4) -> float:  # type: ignore[no-un
 # --- Load generator (a separate process) ------------------------------------------------------
 
 
-def multipart_body(sealed: bytes) -> tuple[bytes, str]:
+def form_tokens(html: str) -> tuple[str, str]:
+    """The CSRF token and the one-time token of the submit form."""
+    csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', html)
+    once = re.search(r'name="once"[^>]*value="([^"]+)"', html) or re.search(
+        r'value="([^"]+)"[^>]*name="once"', html)
+    if not csrf or not once:
+        raise RuntimeError("the submit form has no csrf or one-time token")
+    return csrf.group(1), once.group(1)
+
+
+def form_body(csrf: str, once: str, text: str) -> tuple[bytes, str]:
     boundary = "----whistlebench" + secrets.token_hex(8)
-    body = (f"--{boundary}\r\n"
-            'Content-Disposition: form-data; name="report"; filename="report.bin"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
-    body += sealed + f"\r\n--{boundary}--\r\n".encode()
+    fields = {"csrf_token": csrf, "once": once, "category": "corruption", "body": text}
+    body = b"".join((f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n"
+                     f"{v}\r\n").encode() for k, v in fields.items())
+    body += f"--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def loadgen(url: str, envelopes: list[bytes], concurrency: int, warmup: float,
+def loadgen(url: str, texts: list[str], concurrency: int, warmup: float,
             duration: float) -> dict[str, object]:
     host, port = url.removeprefix("http://").split(":")
-    bodies = [multipart_body(e) for e in envelopes]
     start = time.monotonic()
     stop_at = start + warmup + duration
     lock = threading.Lock()
@@ -166,30 +176,37 @@ def loadgen(url: str, envelopes: list[bytes], concurrency: int, warmup: float,
 
     def client(index: int) -> None:
         conn = None
-        token = cookie = ""
+        cookie = ""
         n = index
         while time.monotonic() < stop_at:
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection(host, int(port), timeout=120)
-                    token, cookie = get_csrf(conn)
-                body, ctype = bodies[n % len(bodies)]
+                    cookie = ""
                 n += concurrency
                 t0 = time.monotonic()
-                conn.request("POST", "/api/v1/reports", body=body, headers={
-                    "Content-Type": ctype, "X-CSRFToken": token, "Cookie": cookie})
+                # The JavaScript-off form, as a browser without JavaScript sends it: the form page
+                # (one-time token), then the post that the server seals and derives for.
+                conn.request("GET", "/submit", headers={"Cookie": cookie} if cookie else {})
+                page = conn.getresponse()
+                html = page.read().decode()
+                cookie = cookie_from(page, cookie)
+                csrf, once = form_tokens(html)
+                body, ctype = form_body(csrf, once, texts[n % len(texts)])
+                conn.request("POST", "/submit", body=body, headers={
+                    "Content-Type": ctype, "Cookie": cookie})
                 resp = conn.getresponse()
                 payload = resp.read()
                 t1 = time.monotonic()
                 cookie = cookie_from(resp, cookie)
                 with lock:
-                    done.append((t1 - start, t1 - t0, resp.status))
-                    if resp.status != 201 and len(errors) < 20:
+                    done.append((t1 - start, t1 - t0, 201 if resp.status == 303 else resp.status))
+                    if resp.status != 303 and len(errors) < 20:
                         errors.append(f"{resp.status} {payload[:200]!r}")
                 if resp.will_close:
                     conn.close()
                     conn = None
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, http.client.HTTPException, RuntimeError) as exc:
                 with lock:
                     if len(errors) < 20:
                         errors.append(f"{type(exc).__name__}: {exc}")
@@ -226,10 +243,8 @@ def main() -> int:
 
     if args.loadgen:  # child process: URL and envelope file in a JSON argument
         spec = json.loads(args.loadgen)
-        data = Path(spec["envelopes"]).read_bytes()
-        size = spec["size"]
-        envelopes = [data[i:i + size] for i in range(0, len(data), size)]
-        print(json.dumps(loadgen(spec["url"], envelopes, args.concurrency, args.warmup,
+        texts = [f"Informe de prueba {i}: " + "x" * 200 for i in range(64)]
+        print(json.dumps(loadgen(spec["url"], texts, args.concurrency, args.warmup,
                                  args.duration)))
         return 0
 
@@ -239,8 +254,6 @@ def main() -> int:
         print("Redis is not running on loopback: deploy/gunicorn.conf.py refuses 2 workers without "
               "it. Run `bash .ci/services` first.")
         return 2
-
-    from whistle.core.crypto import Envelope, seal_envelope
 
     with tempdir("whistle-bench-submit-") as root:
         inst = make_instance(root, extra=RAISED_LIMITS | {"WHISTLE_RATELIMIT_STORAGE": redis})
@@ -259,21 +272,11 @@ def main() -> int:
         print(f"derivation before: {[round(t, 3) for t in before]} s; "
               f"2 processes side by side: {capacity_before:.2f}/s")
 
-        # Small sealed envelopes, prepared beforehand (a 1 KiB padded report each).
-        pub = inst.secret_key.public_key  # type: ignore[attr-defined]
-        envelopes = [seal_envelope(Envelope(kind="report", category="corruption",
-                                            body=f"Informe de prueba {i}: " + "x" * 200,
-                                            attachments=()), pub) for i in range(64)]
-        size = len(envelopes[0])
-        assert all(len(e) == size for e in envelopes)
-        env_file = root / "envelopes.bin"
-        env_file.write_bytes(b"".join(envelopes))
-
         server = start_gunicorn(inst.environ, root, workers=2)
         try:
             workers = server.workers()
             print(f"gunicorn master {server.proc.pid}, workers {workers}, {server.url}")
-            spec = json.dumps({"url": server.url, "envelopes": str(env_file), "size": size})
+            spec = json.dumps({"url": server.url})
             gen = subprocess.Popen(
                 [sys.executable, __file__, "--loadgen", spec, "--concurrency", str(args.concurrency),
                  "--warmup", str(args.warmup), "--duration", str(args.duration)],

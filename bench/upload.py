@@ -18,6 +18,7 @@ PostgreSQL is used when a server answers (``bash .ci/services``; $WHISTLE_TEST_P
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import os
 import secrets
@@ -80,15 +81,26 @@ class Body:
     def __init__(self, sealed: bytes, attachment: Path | None) -> None:
         self.boundary = "----whistlebench" + secrets.token_hex(8)
         b = self.boundary
-        self.head = (f"--{b}\r\nContent-Disposition: form-data; name=\"report\"; "
-                     "filename=\"report.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-                     ).encode() + sealed + b"\r\n"
+        self.sealed = sealed
+        self.head = self._head()
         self.attachment = attachment
         self.att_head = (f"--{b}\r\nContent-Disposition: form-data; name=\"attachment\"; "
                          "filename=\"attachment.bin\"\r\nContent-Type: application/octet-stream"
                          "\r\n\r\n").encode()
         self.tail = f"--{b}--\r\n".encode()
         self.sent_at = self.send_seconds = 0.0
+
+    def _head(self) -> bytes:
+        """The protocol v2 key fields (fresh random values each time: a login hash is unique, as
+        a browser's would be; base64 of 32 bytes, so the length never changes) and the report."""
+        b = self.boundary
+        fields = b"".join(
+            (f"--{b}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n"
+             f"{base64.b64encode(secrets.token_bytes(32)).decode()}\r\n").encode()
+            for name in ("login_hash", "source_public_key"))
+        return fields + (f"--{b}\r\nContent-Disposition: form-data; name=\"report\"; "
+                         "filename=\"report.bin\"\r\nContent-Type: application/octet-stream"
+                         "\r\n\r\n").encode() + self.sealed + b"\r\n"
 
     @property
     def content_type(self) -> str:
@@ -101,6 +113,7 @@ class Body:
         return n
 
     def __iter__(self) -> Iterator[bytes]:
+        self.head = self._head()
         yield self.head
         if self.attachment is not None:
             yield self.att_head

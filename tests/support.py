@@ -8,19 +8,24 @@ collection-time code and couples unrelated tests).
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import http.cookiejar
 import io
 import os
 import re
+import shutil
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import nacl.pwhash
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -28,6 +33,7 @@ from sqlalchemy import select
 from whistle import create_app
 from whistle.core.crypto import (
     AttachmentRef,
+    Binding,
     Envelope,
     UnitPublicKey,
     UnitSecretKey,
@@ -153,9 +159,83 @@ def form_csrf_token(client: FlaskClient, path: str) -> str:
     return match.group(1)
 
 
-def api_payload(unit_key: UnitPublicKey, body: str, files: list[tuple[str, str, bytes]],
-                category: str = "corruption") -> dict[str, object]:
-    """What the page's script sends: a sealed envelope and encrypted attachment streams."""
+@dataclass(frozen=True)
+class BrowserKeys:
+    """What the page's script holds after deriving (docs/protocol.md section 4): never sent whole.
+    ``passphrase`` is empty for keys drawn at random (a report nobody logs in to)."""
+
+    passphrase: str
+    login_key: bytes
+    seed: bytes
+
+    @property
+    def login_hash(self) -> bytes:
+        return hashlib.sha256(self.login_key).digest()
+
+    @property
+    def secret_key(self) -> UnitSecretKey:
+        return UnitSecretKey.from_seed(self.seed)
+
+    @property
+    def public_key(self) -> bytes:
+        return self.secret_key.public_key.encode()
+
+    @property
+    def case_tag(self) -> bytes:
+        return hashlib.blake2b(b"whistle-case-tag-v2", digest_size=16, key=self.seed).digest()
+
+    def binding(self, seq: int) -> Binding:
+        return Binding(case_tag=self.case_tag, seq=seq, source_public_key=self.public_key)
+
+    def key_fields(self) -> dict[str, str]:
+        """The text fields of ``POST /api/v1/reports``."""
+        return {"login_hash": b64(self.login_hash), "source_public_key": b64(self.public_key)}
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def random_browser_keys() -> BrowserKeys:
+    """Keys as if derived from some passphrase nobody will type (no argon2: a report only filed)."""
+    return BrowserKeys(passphrase="", login_key=os.urandom(32), seed=os.urandom(32))
+
+
+def browser_derive(client: FlaskClient, phrase: str | None = None, lang: str = "es") -> BrowserKeys:
+    """Derive as the page's script does, with libsodium and nothing from the server but the public
+    parameters: fetch ``/api/v1/params`` and the word list (checking its SHA-256), draw a
+    passphrase (unless ``phrase`` is given), normalise it and run ``crypto_pwhash``."""
+    params = client.get("/api/v1/params").get_json()
+    served = client.get(params["passphrase"][lang]["url"]).get_data() if phrase is None else b""
+    return derive_from_params(params, served, phrase, lang)
+
+
+def derive_from_params(params: dict[str, Any], wordlist_data: bytes, phrase: str | None = None,
+                       lang: str = "es") -> BrowserKeys:
+    """:func:`browser_derive` from the answers of ``/api/v1/params`` and the word list's URL."""
+    import secrets
+
+    import nacl.pwhash
+
+    from whistle.core.passphrase import normalise
+
+    argon2, listing = params["argon2"], params["passphrase"][lang]
+    if phrase is None:
+        assert hashlib.sha256(wordlist_data).hexdigest() == listing["sha256"]
+        words = wordlist_data.decode("utf-8").splitlines()
+        assert len(words) == listing["list_size"]
+        phrase = " ".join(secrets.choice(words) for _ in range(listing["words"]))
+    assert argon2["alg"] == "argon2id13" and argon2["bytes"] == 64
+    out = nacl.pwhash.argon2id.kdf(64, normalise(phrase).encode("utf-8"),
+                                   base64.b64decode(argon2["salt"]), opslimit=argon2["opslimit"],
+                                   memlimit=argon2["memlimit"])
+    return BrowserKeys(passphrase=phrase, login_key=out[:32], seed=out[32:])
+
+
+def sealed_payload(unit_key: UnitPublicKey, part: str, envelope: Envelope,
+                   files: Sequence[tuple[str, str, bytes]]) -> dict[str, object]:
+    """An envelope (its attachments added from ``files``) sealed to the unit, with the encrypted
+    attachment streams, as multipart parts named ``part`` and ``attachment``."""
     refs, streams = [], []
     for name, mime, data in files:
         key = new_stream_key()
@@ -163,16 +243,65 @@ def api_payload(unit_key: UnitPublicKey, body: str, files: list[tuple[str, str, 
         encrypt_stream(io.BytesIO(data), out, key)
         refs.append(AttachmentRef(name=name, type=mime, size=len(data), key=key))
         streams.append((io.BytesIO(out.getvalue()), "attachment.bin", "application/octet-stream"))
-    sealed = seal_envelope(Envelope(kind="report", category=category, body=body,
-                                    attachments=tuple(refs)), unit_key)
-    return {"report": (io.BytesIO(sealed), "report.bin", "application/octet-stream"),
+    sealed = seal_envelope(replace(envelope, attachments=tuple(refs)), unit_key)
+    return {part: (io.BytesIO(sealed), f"{part}.bin", "application/octet-stream"),
             "attachment": streams}
+
+
+def api_payload(unit_key: UnitPublicKey, body: str, files: list[tuple[str, str, bytes]],
+                category: str = "corruption", keys: BrowserKeys | None = None) -> dict[str, object]:
+    """What the page's script sends to ``POST /api/v1/reports``: a v2 envelope bound to ``keys``
+    (random ones unless given) sealed to the unit, encrypted attachment streams, and the login
+    hash and public key."""
+    keys = keys or random_browser_keys()
+    envelope = Envelope(kind="report", category=category, body=body, binding=keys.binding(1))
+    return sealed_payload(unit_key, "report", envelope, files) | keys.key_fields()
+
+
+def message_payload(unit_key: UnitPublicKey, keys: BrowserKeys, seq: int, body: str,
+                    files: Sequence[tuple[str, str, bytes]] = ()) -> dict[str, object]:
+    """What the page's script sends to ``POST /api/v1/messages``: a v2 message (item ``seq`` of
+    the case) and its declared ``seq``."""
+    envelope = Envelope(kind="message", body=body, binding=keys.binding(seq))
+    return sealed_payload(unit_key, "message", envelope, files) | {"seq": str(seq)}
+
+
+def post_message(client: FlaskClient, payload: dict[str, object]):  # type: ignore[no-untyped-def]
+    """Post a message as the page's script does, with the case page's CSRF token."""
+    return client.post("/api/v1/messages", data=payload, content_type="multipart/form-data",
+                       headers={"X-CSRFToken": csrf_token(client, "/case")})
+
+
+def file_report_api(client: FlaskClient, unit_key: UnitPublicKey, body: str = "Informe inicial",
+                    files: Sequence[tuple[str, str, bytes]] = (), lang: str = "es") -> BrowserKeys:
+    """File a report as the page's script does (derive, seal, post); return the keys."""
+    keys = browser_derive(client, lang=lang)
+    resp = post_api(client, api_payload(unit_key, body, list(files), keys=keys))
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    return keys
+
+
+def browser_login(client: FlaskClient, login_key: bytes | str,
+                  token: str | None = None):  # type: ignore[no-untyped-def]
+    """``POST /api/v1/login`` as the page's script does; ``login_key`` bytes are base64-encoded."""
+    value = b64(login_key) if isinstance(login_key, bytes) else login_key
+    token = token if token is not None else csrf_token(client, "/followup")
+    return client.post("/api/v1/login", data={"login_key": value}, headers={"X-CSRFToken": token})
 
 
 def post_api(client: FlaskClient, payload: dict[str, object], token: str | None = None):  # type: ignore[no-untyped-def]
     token = token if token is not None else csrf_token(client)
     return client.post("/api/v1/reports", data=payload, content_type="multipart/form-data",
                        headers={"X-CSRFToken": token})
+
+
+def page_text(html: str) -> str:
+    """What a page shows: its text without tags, attributes or scripts (the pages carry their
+    scripts' messages in ``data-msg-*`` attributes, which are no part of what the page says)."""
+    import html as html_lib
+
+    without_scripts = re.sub(r"<script\b.*?</script>", " ", html, flags=re.DOTALL)
+    return html_lib.unescape(re.sub(r"<[^>]*>", " ", without_scripts))
 
 
 def once_from_html(html: str) -> str:
@@ -258,12 +387,15 @@ def the_report(app: Flask) -> Report:
         return db.scalars(select(Report)).one()
 
 
-def reply(app: Flask, ws: Workstation, text: str) -> None:
+def reply(app: Flask, ws: Workstation, text: str, *, case_tag: bytes | None = None,
+          seq: int | None = None) -> None:
     """Seal and sign a reply to the instance's only report, as ``whistle reply`` does on the
-    workstation, and import it, as ``whistle import-replies`` does."""
+    workstation (a v3 reply with ``case_tag`` and ``seq``, else a v2 one), and import it, as
+    ``whistle import-replies`` does."""
     report = the_report(app)
     state = app.extensions["whistle"]
-    sealed = seal_reply(text, report.id, UnitPublicKey(report.source_public_key), ws.signing_key)
+    sealed = seal_reply(text, report.id, UnitPublicKey(report.source_public_key), ws.signing_key,
+                        case_tag=case_tag, seq=seq)
     with state.sessions.begin() as db:
         import_replies(db, [sealed], "tester", state.unit_sign_key)
 
@@ -504,3 +636,89 @@ def page_session(port: int, path: str = "/submit") -> tuple[str, str]:
     token = re.search(r'<meta name="csrf-token" content="([^"]+)"', html)
     assert cookie and token, "the page gave no session cookie or CSRF token"
     return cookie, token.group(1)
+
+
+# --- The offline casebook (whistle casebook) --------------------------------------------------
+
+CASEBOOK_PORT = 47231
+
+
+def casebook_bundle(app: Flask, out: Path, *, include_all: bool = False) -> Path:
+    """Export the test instance's new items (or all of them) into the bundle ``out``."""
+    state = app.extensions["whistle"]
+    export_bundle(state.sessions, out, unit_fingerprint=state.unit_key.fingerprint(),
+                  include_all=include_all)
+    return out
+
+
+def casebook_client(root: Path, signing_key: UnitSigningKey | None = None,
+                    *, login: bool = True) -> tuple[FlaskClient, Any]:
+    """The casebook's web app over the casebook in ``root``, as ``serve`` builds it for
+    127.0.0.1:CASEBOOK_PORT, and a test client at that address, logged in through the one-time
+    link unless ``login`` is false. Returns (client, ServeState)."""
+    import secrets
+
+    from whistle.workstation.casebook.web import ServeState, create_app
+
+    state = ServeState(root=root, host="127.0.0.1", port=CASEBOOK_PORT,
+                       token=secrets.token_urlsafe(16), signing_key=signing_key,
+                       run_id=secrets.token_hex(8))
+    app = create_app(state)
+    app.config.update(TESTING=True)
+    client = app.test_client()
+    if login:
+        answer = client.get(f"/login?token={state.token}", base_url=state.origin)
+        assert answer.status_code == 303, answer.get_data(as_text=True)
+    return client, state
+
+
+def casebook_form_token(client: FlaskClient, path: str) -> str:
+    """The CSRF token of a casebook page's first form."""
+    html = client.get(path, base_url=f"http://127.0.0.1:{CASEBOOK_PORT}").get_data(as_text=True)
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    assert match, f"{path} carries no csrf_token field"
+    return match.group(1)
+
+
+# --- Real Chromium (Debian's chromium + chromedriver through Selenium; nothing downloads one) ---
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+def _browser_or_skip() -> None:
+    if os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER):
+        return
+    message = "Debian's chromium and chromium-driver are not installed"
+    if os.environ.get("WHISTLE_REQUIRE_BROWSER") == "1":
+        pytest.fail(message + " (WHISTLE_REQUIRE_BROWSER=1)")
+    pytest.skip(message)
+
+
+def make_driver(tmp_path: Path, *, user_agent: str, javascript: bool = True, wasm: bool = True,  # type: ignore[no-untyped-def]
+                extra_args: list[str] | None = None):
+    _browser_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chrome-profile'}",
+                # A reload re-posts silently, the way a hurried user clicks through the dialog.
+                "--disable-prompt-on-repost",
+                f"--user-agent={user_agent}", *(extra_args or [])):
+        options.add_argument(arg)
+    # The console (errors of the page's scripts and its worker), for a failing test's message.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    if not javascript:
+        options.add_experimental_option(
+            "prefs", {"profile.managed_default_content_settings.javascript": 2})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    if not wasm:
+        # What Tor Browser's "Safer" level does: no WebAssembly, so libsodium.js must fall back
+        # to pure JavaScript. Removed before any page script runs.
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
+                               {"source": "delete globalThis.WebAssembly;"})
+    return driver

@@ -131,3 +131,22 @@ def test_architecture_reader_catches_a_planted_layer_breach(tmp_path: Path) -> N
     graph = import_graph(package)
     assert ("whistle.server.config", True) in graph["whistle.core.a"]
     assert ("whistle.server.config", False) in graph["whistle.core.b"]
+
+
+def test_architecture_casebook_web_stack_stays_in_its_web_package() -> None:
+    """Only whistle.workstation.casebook.web (the UI of ``casebook serve``) imports Flask and its
+    kin; the casebook's import, replies and export run with the workstation's plain install."""
+    web = ("flask", "flask_wtf", "flask_babel", "werkzeug", "jinja2", "wtforms", "babel")
+    offenders = []
+    package = PACKAGE / "workstation" / "casebook"
+    assert (package / "web" / "__init__.py").is_file()
+    for path in package.rglob("*.py"):
+        if "web" in path.relative_to(package).parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            offenders += [f"{path.name}: {n}" for n in names if n.partition(".")[0] in web]
+    # serve imports werkzeug's server inside the command, when it runs: the one allowed place.
+    assert offenders == ["commands.py: werkzeug.serving"], offenders

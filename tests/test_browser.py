@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from support import LiveServer, Workstation, find_needles, report_folders
+from support import LiveServer, Workstation, find_needles, make_driver, report_folders
 
 from whistle.server.db import make_engine, make_sessionmaker
 from whistle.server.export import export_bundle
@@ -24,45 +23,6 @@ from whistle.server.models import Report
 from whistle.workstation.decrypt import decrypt_bundle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-
-def _browser_or_skip() -> None:
-    if os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER):
-        return
-    message = "Debian's chromium and chromium-driver are not installed"
-    if os.environ.get("WHISTLE_REQUIRE_BROWSER") == "1":
-        pytest.fail(message + " (WHISTLE_REQUIRE_BROWSER=1)")
-    pytest.skip(message)
-
-
-def make_driver(tmp_path: Path, *, user_agent: str, javascript: bool = True, wasm: bool = True):  # type: ignore[no-untyped-def]
-    _browser_or_skip()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chrome-profile'}",
-                # A reload re-posts silently, the way a hurried user clicks through the dialog.
-                "--disable-prompt-on-repost",
-                f"--user-agent={user_agent}"):
-        options.add_argument(arg)
-    if not javascript:
-        options.add_experimental_option(
-            "prefs", {"profile.managed_default_content_settings.javascript": 2})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    if not wasm:
-        # What Tor Browser's "Safer" level does: no WebAssembly, so libsodium.js must fall back
-        # to pure JavaScript. Removed before any page script runs.
-        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
-                               {"source": "delete globalThis.WebAssembly;"})
-    return driver
-
 
 @pytest.fixture
 def canary() -> dict[str, str]:
@@ -98,7 +58,7 @@ def _fill_and_send(driver, live_server: LiveServer, canary: dict[str, str], atta
     driver.find_element(By.NAME, "attachments").send_keys(str(attach))
     driver.find_element(By.ID, "submit-button").click()
     code = wait.until(ec.visibility_of_element_located((By.ID, "receipt-passphrase")))
-    wait.until(lambda d: len(code.text.split()) == 7)
+    wait.until(lambda d: len(code.text.split()) == 8)  # Spanish: 8 words (protocol.md section 4)
     return str(code.text)
 
 
@@ -248,9 +208,10 @@ def test_browser_followup_roundtrip_reply_and_answer(
 def test_browser_page_scripts_take_api_addresses_from_the_page(
     live_server: LiveServer, tmp_path: Path, canary: dict[str, str], driver_factory: list  # type: ignore[type-arg]
 ) -> None:
-    """submit.js and pow.js know no route: the form's data- attributes (url_for) give them. A proof
-    of work fetched through the form's data-pow-url solves; without an address pow.js refuses
-    (the form then posts without one, as with JavaScript off) instead of guessing a path."""
+    """The page scripts know no route and no static path: the script element's data- attributes
+    (url_for) give the API addresses and the worker's script URLs. A proof of work fetched through
+    data-pow-url solves in the worker; without an address it is refused (the request then goes
+    without one, as with JavaScript off) instead of guessing a path. No page loads libsodium."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver = make_driver(tmp_path, user_agent=canary["ua"])
@@ -259,16 +220,25 @@ def test_browser_page_scripts_take_api_addresses_from_the_page(
     WebDriverWait(driver, 60).until(
         lambda d: d.execute_script("return document.documentElement.dataset.whistleJs") == "ready")
     urls = driver.execute_script(
-        "var f = document.getElementById('submit-form');"
-        "return [f.dataset.unitKeyUrl, f.dataset.uploadUrl, f.dataset.powUrl];")
-    assert urls == ["/api/v1/unit-key", "/api/v1/reports", "/api/v1/pow"]
+        "var d = document.getElementById('whistle-js').dataset;"
+        "return [d.unitKeyUrl, d.paramsUrl, d.powUrl, d.loginUrl, d.worker, d.sodium, d.wrappers,"
+        "        document.getElementById('submit-form').dataset.uploadUrl];")
+    assert urls[:4] == ["/api/v1/unit-key", "/api/v1/params", "/api/v1/pow", "/api/v1/login"]
+    assert urls[4].startswith("/static/js/crypto-worker") and "libsodium-sumo" in urls[5]
+    assert urls[7] == "/api/v1/reports"
+    scripts = driver.execute_script(
+        "return Array.from(document.scripts).map(function (s) { return s.src; });")
+    assert not [src for src in scripts if "libsodium" in src], scripts
+    assert driver.execute_script("return typeof window.sodium") == "undefined"
     driver.set_script_timeout(60)
     token, refused = driver.execute_async_script(
         "var done = arguments[arguments.length - 1];"
-        "var url = document.getElementById('submit-form').dataset.powUrl;"
-        "window.whistlePow.token('submit', url).then(function (t) {"
-        "  window.whistlePow.token('submit', '').then(function () { done([t, false]); },"
-        "                                          function () { done([t, true]); });"
+        "var url = document.getElementById('whistle-js').dataset.powUrl;"
+        "whistlePage.proofOfWork('submit', url).then(function (t) {"
+        "  var old = document.getElementById('whistle-js').dataset.powUrl;"
+        "  document.getElementById('whistle-js').dataset.powUrl = '';"
+        "  whistlePage.proofOfWork('submit', '').then(function () { done([t, false]); },"
+        "                                           function () { done([t, true]); });"
         "}, function (err) { done(['error: ' + err, false]); });")
     assert token.count(".") == 1 and token.rsplit(".", 1)[1].isdigit(), token
     assert refused
@@ -423,28 +393,42 @@ def test_browser_followup_hide_control_works_without_javascript(
         lambda d: "You typed 3 words. A receipt passphrase has 7 words" in d.page_source)
 
 
+@pytest.mark.parametrize("javascript", [True, False], ids=["javascript", "no-javascript"])
 def test_browser_followup_wrong_passphrase_counts_words_and_keeps_form_in_backoff(
-    live_server: LiveServer, tmp_path: Path, canary: dict[str, str], driver_factory: list  # type: ignore[type-arg]
+    live_server: LiveServer, tmp_path: Path, canary: dict[str, str], driver_factory: list,  # type: ignore[type-arg]
+    javascript: bool
 ) -> None:
     """Too few words: told how many were typed. Seven wrong words: the one generic message; once
     the backoff starts, the form stays on the page with the wait in words, never a bare error
-    page with a link home."""
+    page with a link home. With JavaScript the page derives and asks /api/v1/login, and shows the
+    same messages without leaving the page."""
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver = make_driver(tmp_path, user_agent=canary["ua"])
+    driver = make_driver(tmp_path, user_agent=canary["ua"], javascript=javascript)
     driver_factory.append(driver)
     driver.get(live_server.url + "/followup?lang=en")
     # Polling during a navigation can hit a document that is going away: retry, don't fail.
     wait = WebDriverWait(driver, 60, poll_frequency=0.05, ignored_exceptions=(WebDriverException,))
+    if javascript:
+        _wait_js(driver)
 
     def attempt(typed: str) -> str:
+        box = driver.find_element(By.NAME, "passphrase")
+        box.clear()
+        box.send_keys(typed)
+        if javascript:
+            driver.execute_script("var s = document.getElementById('js-status');"
+                                  "s.textContent = ''; s.dataset.state = '';")
+            driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+            wait.until(lambda d: d.execute_script(
+                "return document.getElementById('js-status').dataset.state === 'error'"))
+            assert driver.current_url.endswith("/followup?lang=en")
+            return str(driver.find_element(By.TAG_NAME, "main").text)
         # Mark this document, so the wait below can tell the next page from this one.
         driver.execute_script("document.documentElement.dataset.old = '1'")
-        driver.find_element(By.NAME, "passphrase").send_keys(typed)
         driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-        # pow.js solves its proof of work, then posts the form: wait for the next page.
         wait.until(lambda d: d.execute_script(
             "return document.readyState === 'complete' && document.documentElement.dataset.old !== '1'"))
         return str(driver.find_element(By.TAG_NAME, "main").text)

@@ -151,6 +151,51 @@ def test_bundle_refuses_bad_or_missing_channel(tmp_path: Path, entry: dict[str, 
         BundleReader(path)
 
 
+def test_bundle_replies_count_written_and_optional_when_read(tmp_path: Path) -> None:
+    """Each report's "replies" (protocol v2): written by the writer, 0 when a bundle from before
+    it has none."""
+    path = tmp_path / "export.zip"
+    writer = BundleWriter(path, created_on="2025-03-02", unit_fingerprint=FINGERPRINT)
+    writer.add_member(envelope_member(ITEM_ID), [b"e" * 1072])
+    report = _report(_item(attachments=0))
+    report.replies = 4
+    writer.add_report(report)
+    writer.close()
+    with zipfile.ZipFile(path) as zf:
+        assert json.loads(zf.read("manifest.json"))["reports"][0]["replies"] == 4
+    with BundleReader(path) as reader:
+        assert reader.reports[0].replies == 4
+    old = _hand_zip(tmp_path / "old.zip", _default_members(), _manifest())
+    assert "replies" not in _manifest()["reports"][0]  # type: ignore[index]
+    with BundleReader(old) as reader:
+        assert reader.reports[0].replies == 0
+
+
+def test_bundle_outcome_written_and_optional_when_read(tmp_path: Path) -> None:
+    """Each report's "outcome": written by the writer (null while the case is open), null when a
+    bundle from before it has none."""
+    path = tmp_path / "export.zip"
+    writer = BundleWriter(path, created_on="2025-03-02", unit_fingerprint=FINGERPRINT)
+    writer.add_member(envelope_member(ITEM_ID), [b"e" * 1072])
+    writer.add_member(envelope_member(ITEM2_ID), [b"e" * 1072])
+    closed = _report(_item(attachments=0))
+    closed.status, closed.outcome = "closed", "referred"
+    writer.add_report(closed)
+    open_case = _report(_item(ITEM2_ID, attachments=0))
+    open_case.id = "fedcba9876543210"
+    writer.add_report(open_case)
+    writer.close()
+    with zipfile.ZipFile(path) as zf:
+        reports = json.loads(zf.read("manifest.json"))["reports"]
+    assert [r["outcome"] for r in reports] == ["referred", None]
+    with BundleReader(path) as reader:
+        assert [r.outcome for r in reader.reports] == ["referred", None]
+    old = _hand_zip(tmp_path / "old.zip", _default_members(), _manifest())
+    assert "outcome" not in _manifest()["reports"][0]  # type: ignore[index]
+    with BundleReader(old) as reader:
+        assert reader.reports[0].outcome is None
+
+
 def test_bundle_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "export.zip"
     members = _write_valid(path)
@@ -364,6 +409,10 @@ def test_bundlereader_refuses_member_referenced_twice(tmp_path: Path) -> None:
     # Python's "$" also matches before a trailing newline: such an id would become a folder name
     # ending in a newline on the workstation.
     ("id", REPORT_ID + "\n"), ("received_on", "2025-03-01\n"),
+    ("replies", -1), ("replies", True), ("replies", 1.0), ("replies", "2"), ("replies", None),
+    ("replies", 2**31),
+    ("outcome", "closed"), ("outcome", "Substantiated"), ("outcome", 1), ("outcome", True),
+    ("outcome", ["duplicate"]), ("outcome", "duplicate\n"),
 ])
 def test_bundlereader_refuses_bad_report_fields(tmp_path: Path, report_field: str, value: object) -> None:
     manifest = _manifest()

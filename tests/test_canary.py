@@ -2,17 +2,21 @@
 """Nothing sensitive at rest: plant unique canaries, then search every byte the server wrote.
 
 A real server process runs on loopback with its own temporary folder and log files; reports go in
-through the JavaScript-off form and through the API, with a User-Agent canary and an
-X-Forwarded-For address. Then neither the report text, the attachment content, the passphrases,
-the User-Agent nor the address may appear in the data folder (database, WAL, secrets), the
-server's temporary folder or its logs. The test also decrypts the export, so it fails if the
-canaries never made it in.
+through the JavaScript-off form and through the API (the browser's derivation emulated with
+libsodium), with a User-Agent canary and an X-Forwarded-For address. Then neither the report
+text, the attachment content, the passphrases, the keys derived from them (login key, seed,
+secret key, case tag), the User-Agent nor the address may appear in the data folder (database,
+WAL, secrets), the server's temporary folder or its logs. The test also decrypts the export, so
+it fails if the canaries never made it in.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from sqlalchemy import select
@@ -21,8 +25,11 @@ from support import (
     LiveServer,
     Workstation,
     api_payload,
+    b64,
     csrf_from_html,
+    derive_from_params,
     find_needles,
+    message_payload,
     multipart,
     once_from_html,
     report_folders,
@@ -65,19 +72,25 @@ def test_canary_nothing_sensitive_at_rest(live_server: LiveServer, workstation: 
     status, html = browser.request(f"/receipt?lang=en&show={ticket}")
     assert status == 200 and form_phrase in html
 
-    # JavaScript on: the API, sealed by the client.
+    # JavaScript on: the browser draws the passphrase, derives and seals; the server gets the
+    # login hash and public key only.
     status, html = browser.request("/submit")
+    status, text = browser.request("/api/v1/params")
+    params = json.loads(text)
+    words = urllib.request.urlopen(live_server.url + params["passphrase"]["es"]["url"]).read()  # noqa: S310
+    keys = derive_from_params(params, words)
     payload = api_payload(workstation.secret_key.public_key, f"Informe por API {body_canary}",
-                          [(name_canary, "text/plain", attachment)])
+                          [(name_canary, "text/plain", attachment)], keys=keys)
     fields: list[tuple[str, str | tuple[str, str, bytes]]] = [
         ("report", ("report.bin", "application/octet-stream", payload["report"][0].getvalue()))]  # type: ignore[index]
     fields += [("attachment", ("attachment.bin", "application/octet-stream", f[0].getvalue()))
                for f in payload["attachment"]]  # type: ignore[union-attr]
+    fields += list(keys.key_fields().items())
     data, ctype = multipart(fields)
     status, text = browser.request("/api/v1/reports", data,
                                    {"Content-Type": ctype, "X-CSRFToken": csrf_from_html(html)})
     assert status == 201, text
-    api_phrase = re.search(r'"passphrase":\s*"([^"]+)"', text).group(1)  # type: ignore[union-attr]
+    api_phrase = keys.passphrase
 
     # Two-way: a reply from the unit, read by the source, and a follow-up message with a file.
     reply_canary = f"CANARY-REPLY-{tag}"
@@ -98,6 +111,26 @@ def test_canary_nothing_sensitive_at_rest(live_server: LiveServer, workstation: 
                              ("attachments", (name_canary, "text/plain", attachment))])
     status, html = browser.request("/case", data, {"Content-Type": ctype})
     assert status == 200 and "entry message" in html
+    form_keys = derive_from_params(params, b"", form_phrase)  # what the server derived
+
+    # The browser's source comes back with its login key, reads the reply sealed, and sends a
+    # message it sealed itself.
+    api_browser = Browser(live_server.url, ua_canary, ip_canary)
+    status, html = api_browser.request("/followup")
+    status, text = api_browser.request(
+        "/api/v1/login", urllib.parse.urlencode({"login_key": b64(keys.login_key)}).encode(),
+        {"Content-Type": "application/x-www-form-urlencoded", "X-CSRFToken": csrf_from_html(html)})
+    assert status == 200, text
+    status, html = api_browser.request("/case")
+    assert status == 200 and 'class="entry reply sealed"' in html and reply_canary not in html
+    message = message_payload(workstation.secret_key.public_key, keys, 2,
+                              f"Mensaje por API {message_canary}")
+    data, ctype = multipart([("message", ("m.bin", "application/octet-stream",
+                                          message["message"][0].getvalue())),  # type: ignore[index]
+                             ("seq", "2")])
+    status, text = api_browser.request("/api/v1/messages", data,
+                                       {"Content-Type": ctype, "X-CSRFToken": csrf_from_html(html)})
+    assert status == 201, text
 
     needles = {
         "reply text": reply_canary.encode(),
@@ -109,6 +142,16 @@ def test_canary_nothing_sensitive_at_rest(live_server: LiveServer, workstation: 
         "forwarded address": ip_canary.encode(),
         "form passphrase": form_phrase.encode(),
         "API passphrase": api_phrase.encode(),
+        # The keys behind the passphrases: only the login hash and public key may be stored.
+        "API login key": keys.login_key,
+        "API login key (base64)": b64(keys.login_key).encode(),
+        "API seed": keys.seed,
+        "API secret key": keys.secret_key.encode(),
+        "API case tag": keys.case_tag,
+        "API case tag (base64)": b64(keys.case_tag).encode(),
+        "form secret key": form_keys.secret_key.encode(),
+        "form case tag": form_keys.case_tag,
+        "form case tag (base64)": b64(form_keys.case_tag).encode(),
     }
     needles |= {f"passphrase word run {i}": " ".join(form_phrase.split()[i:i + 3]).encode()
                 for i in range(0, 5, 2)}
@@ -130,7 +173,8 @@ def test_canary_nothing_sensitive_at_rest(live_server: LiveServer, workstation: 
         assert body_canary in (folder / "report.txt").read_text(encoding="utf-8")
         assert (folder / "attachments" / name_canary).read_bytes() == attachment
     messages = [p for folder in folders for p in folder.glob("message-*.txt")]
-    assert len(messages) == 1 and message_canary in messages[0].read_text(encoding="utf-8")
+    assert len(messages) == 2
+    assert all(message_canary in m.read_text(encoding="utf-8") for m in messages)
 
 
 def test_canary_no_plaintext_through_temporary_files(client, app, workstation: Workstation,  # type: ignore[no-untyped-def]

@@ -36,6 +36,7 @@ from support import (
     api_payload,
     free_port,
     multipart,
+    random_browser_keys,
     report_folders,
     start_gunicorn,
     wait_until_serving,
@@ -112,12 +113,15 @@ def _new_attempt(via: str, unit_key, session: Session) -> Attempt:  # type: igno
     attempt = Attempt(tag=tag, via=via, body=body, files=files)
     contents = [(name, attempt.content(i)) for i, (name, _, _) in enumerate(files)]
     if via == "api":
-        payload = api_payload(unit_key, body, [(n, "application/octet-stream", d) for n, d in contents])
+        # The browser drew and derived (keys nobody logs in with here); its receipt is the 201.
+        keys = random_browser_keys()
+        payload = api_payload(unit_key, body, [(n, "application/octet-stream", d) for n, d in contents],
+                              keys=keys)
         fields: list[tuple[str, str | tuple[str, str, bytes]]] = [
             ("report", ("report.bin", "application/octet-stream", payload["report"][0].getvalue()))]  # type: ignore[index]
         fields += [("attachment", ("attachment.bin", "application/octet-stream", f[0].getvalue()))
                    for f in payload["attachment"]]  # type: ignore[union-attr]
-        fields.append(("lang", "es"))
+        fields += list(keys.key_fields().items())
     else:
         # A fresh one-time form token, as each showing of the form carries (receipt.py).
         fields = [("csrf_token", session.token), ("once", secrets.token_urlsafe(32)),
@@ -155,7 +159,9 @@ def _upload(port: int, attempt: Attempt, session: Session) -> None:
             resp, answer = _get(port, resp.getheader("Location", "/receipt"), cookie)
         attempt.status = resp.status
         if attempt.via == "api" and resp.status == 201:
-            attempt.passphrase = json.loads(answer)["passphrase"]
+            # No passphrase comes back on the JavaScript path (the browser drew it): the 201
+            # itself is the receipt the page shows the passphrase on.
+            attempt.passphrase = "shown by the page" if json.loads(answer)["ok"] else None
         elif attempt.via == "form" and resp.status == 200:
             match = re.search(r'<code id="receipt-passphrase">([^<]+)</code>', answer)
             attempt.passphrase = match.group(1) if match else None

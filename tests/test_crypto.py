@@ -30,6 +30,7 @@ from whistle.core.crypto import (
     CIPHER_CHUNK_SIZE,
     STREAM_HEADER_BYTES,
     AttachmentRef,
+    Binding,
     CryptoError,
     DecryptionError,
     Envelope,
@@ -612,10 +613,11 @@ def test_envelope_from_bytes_rejects_non_json_object(raw: bytes) -> None:
 
 
 _FIELDS = st.sampled_from(["v", "kind", "category", "body", "attachments", "pad", "name", "type",
-                           "size", "key"])
+                           "size", "key", "case_tag", "seq", "source_public_key", "report_id"])
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-2, 2**40) | st.floats(allow_nan=False)
-    | st.sampled_from(["report", "message", "reply", "", " ", base64.b64encode(bytes(32)).decode()])
+    | st.sampled_from(["report", "message", "reply", "", " ", base64.b64encode(bytes(32)).decode(),
+                       base64.b64encode(bytes(16)).decode(), "00ff00ff00ff00ff"])
     | st.text(max_size=10),
     lambda children: st.lists(children, max_size=3)
     | st.dictionaries(_FIELDS | st.text(max_size=3), children, max_size=7),
@@ -1129,3 +1131,182 @@ def test_replies_file_v1_refused_v2_round_trips() -> None:
     del doc["replies"][0]["signature"]
     with pytest.raises(RepliesError, match="version-1 replies file holds unsigned replies"):
         parse_replies(json.dumps(doc).encode())
+
+
+# =========================================================================== protocol v2 binding
+
+TAG = bytes(range(100, 116))
+SRC = bytes(range(32, 64))
+
+
+def _v2_pairs(kind: str = "report", **override: object) -> list[tuple[str, object]]:
+    pairs: list[tuple[str, object]] = [
+        ("v", 2), ("kind", kind), ("case_tag", base64.b64encode(TAG).decode()),
+        ("seq", 1 if kind == "report" else 2), ("source_public_key", base64.b64encode(SRC).decode()),
+        ("category", "corruption" if kind == "report" else ""), ("body", "hola"),
+        ("attachments", []), ("pad", ""),
+    ]
+    return [(k, override.get(k, v)) for k, v in pairs]
+
+
+def _v3_reply_pairs(**override: object) -> list[tuple[str, object]]:
+    pairs: list[tuple[str, object]] = [
+        ("v", 3), ("kind", "reply"), ("report_id", "00ff00ff00ff00ff"),
+        ("case_tag", base64.b64encode(TAG).decode()), ("seq", 1),
+        ("source_public_key", base64.b64encode(SRC).decode()), ("body", "hola"), ("pad", ""),
+    ]
+    return [(k, override.get(k, v)) for k, v in pairs]
+
+
+def test_envelope_v2_known_answer_bytes_and_round_trip() -> None:
+    from whistle.core.crypto import Binding
+
+    env = Envelope(kind="report", category="medication", body="Ñandú",
+                   binding=Binding(case_tag=TAG, seq=1, source_public_key=SRC))
+    raw = env.to_bytes()
+    prefix = (b'{"v":2,"kind":"report","case_tag":"ZGVmZ2hpamtsbW5vcHFycw==","seq":1,'
+              b'"source_public_key":"ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=",'
+              b'"category":"medication","body":"\xc3\x91and\xc3\xba","attachments":[],"pad":"')
+    assert raw == prefix + b" " * (1024 - len(prefix) - 2) + b'"}'
+    parsed = Envelope.from_bytes(raw)
+    assert parsed == env and parsed.version == 2 and parsed.source_public_key == SRC
+    message = Envelope(kind="message", body="más", attachments=(_attachment("a.pdf"),),
+                       binding=Binding(TAG, 7, SRC))
+    assert Envelope.from_bytes(message.to_bytes()) == message
+    assert [k for k, _ in json.loads(message.to_bytes(), object_pairs_hook=lambda p: p)] == [
+        "v", "kind", "case_tag", "seq", "source_public_key", "category", "body", "attachments", "pad"]
+    # Without a binding: version 1, exactly as before.
+    assert Envelope(kind="report", body="x").version == 1
+
+
+def test_envelope_v3_reply_round_trip_and_versions() -> None:
+    from whistle.core.crypto import Binding
+
+    reply = Envelope(kind="reply", body="Gracias", report_id="00ff00ff00ff00ff",
+                     binding=Binding(TAG, 4, SRC))
+    raw = reply.to_bytes()
+    assert raw.startswith(b'{"v":3,"kind":"reply","report_id":"00ff00ff00ff00ff","case_tag":"')
+    parsed = Envelope.from_bytes(raw)
+    assert parsed == reply and parsed.version == 3 and parsed.binding is not None
+    assert parsed.binding.seq == 4
+    v2 = Envelope(kind="reply", body="x", report_id="00ff00ff00ff00ff", recipient=SRC)
+    assert v2.version == 2 and Envelope.from_bytes(v2.to_bytes()) == v2
+    assert Envelope(kind="reply", body="x").version == 1
+    # Shapes no version has.
+    for bad in (Envelope(kind="reply", body="x", binding=Binding(TAG, 1, SRC)),  # no report id
+                Envelope(kind="reply", body="x", report_id="00ff00ff00ff00ff"),  # no recipient
+                Envelope(kind="report", body="x", binding=Binding(TAG, 2, SRC)),  # report seq 2
+                Envelope(kind="message", body="x", binding=Binding(TAG, 1, SRC)),  # message seq 1
+                Envelope(kind="report", body="x", report_id="00ff00ff00ff00ff")):
+        with pytest.raises(EnvelopeFormatError):
+            bad.to_bytes()
+
+
+@pytest.mark.parametrize("case_tag,seq,key", [
+    (bytes(15), 1, SRC), (bytes(17), 1, SRC), (TAG, 0, SRC), (TAG, True, SRC), (TAG, 1, bytes(31)),
+])
+def test_binding_refuses_bad_fields(case_tag: bytes, seq: int, key: bytes) -> None:
+    from whistle.core.crypto import Binding
+
+    with pytest.raises(EnvelopeFormatError):
+        Binding(case_tag, seq, key)
+
+
+@pytest.mark.parametrize("pairs", [
+    _v2_pairs(seq=2),  # a report is item 1
+    _v2_pairs("message", seq=1),  # a message is item 2 or later
+    _v2_pairs("message", category="corruption"),
+    _v2_pairs(seq=True), _v2_pairs(seq=1.0), _v2_pairs(seq="1"), _v2_pairs(seq=0), _v2_pairs(seq=-1),
+    _v2_pairs(seq=2**31),
+    _v2_pairs(case_tag=base64.b64encode(bytes(15)).decode()),
+    _v2_pairs(case_tag=base64.b64encode(TAG).decode().rstrip("=")),  # not canonical
+    _v2_pairs(case_tag=" " + base64.b64encode(TAG).decode()),
+    _v2_pairs(case_tag=None),
+    _v2_pairs(source_public_key=base64.b64encode(bytes(33)).decode()),
+    _v2_pairs(source_public_key=base64.urlsafe_b64encode(b"\xff" * 32).decode()),
+    _v2_pairs(v=3), _v2_pairs("reply"),
+    [p for p in _v2_pairs() if p[0] != "case_tag"],
+    [p for p in _v2_pairs() if p[0] != "seq"],
+    [*_v2_pairs()[:2], _v2_pairs()[3], _v2_pairs()[2], *_v2_pairs()[4:]],  # order
+    [*_v2_pairs()[:-1], ("extra", 1), _v2_pairs()[-1]],
+    _v3_reply_pairs(report_id="00FF00FF00FF00FF"), _v3_reply_pairs(report_id=5),
+    _v3_reply_pairs(seq=0), _v3_reply_pairs(v=2), _v3_reply_pairs(kind="message"),
+    [p for p in _v3_reply_pairs() if p[0] != "report_id"],
+    [*_v3_reply_pairs()[:-1], ("attachments", []), _v3_reply_pairs()[-1]],
+])
+def test_envelope_v2_v3_reader_refuses_malformed(pairs: list[tuple[str, object]]) -> None:
+    with pytest.raises(EnvelopeFormatError):
+        Envelope.from_bytes(_padded(pairs))
+
+
+def test_envelope_reader_refuses_duplicate_keys() -> None:
+    raw = _padded(_v2_pairs())
+    doubled = raw.replace(b'"seq":1,', b'"seq":1,"seq":1,', 1).replace(b" " * 8 + b'"}', b'"}')
+    assert len(doubled) == len(raw)
+    with pytest.raises(EnvelopeFormatError):
+        Envelope.from_bytes(doubled)
+
+
+def test_reply_v3_sealed_with_tag_and_seq_opens_with_checks() -> None:
+    from whistle.core.crypto import UnitSigningKey
+    from whistle.core.replies import RepliesError, ReplyAuthError, open_reply, seal_reply
+
+    source, unit = UnitSecretKey.generate(), UnitSigningKey.generate()
+    reply = seal_reply("Gracias", "00ff00ff00ff00ff", source.public_key, unit, case_tag=TAG, seq=3)
+    raw = SealedBox(source.nacl_key).decrypt(reply.sealed)
+    assert raw.startswith(b'{"v":3,"kind":"reply","report_id":"00ff00ff00ff00ff","case_tag":"')
+    opened = open_reply(reply, source, unit.verify_key, case_tag=TAG)
+    assert (opened.body, opened.seq, opened.version) == ("Gracias", 3, 3)
+    assert type(opened.body) is str and "Gracias" not in repr(opened)
+    assert open_reply(reply, source, unit.verify_key).seq == 3  # no tag to check against
+    with pytest.raises(ReplyAuthError, match="another case"):
+        open_reply(reply, source, unit.verify_key, case_tag=bytes(16))
+    # A version-2 reply (signed, unbound) still opens: no number, the caller decides.
+    old = seal_reply("Antigua", "00ff00ff00ff00ff", source.public_key, unit)
+    opened = open_reply(old, source, unit.verify_key, case_tag=TAG)
+    assert (opened.body, opened.seq, opened.version) == ("Antigua", None, 2)
+    with pytest.raises(RepliesError):
+        seal_reply("x", "00ff00ff00ff00ff", source.public_key, unit, case_tag=TAG)
+    with pytest.raises(RepliesError):
+        seal_reply("x", "00ff00ff00ff00ff", source.public_key, unit, case_tag=bytes(15), seq=1)
+
+
+def _answered_report(fields: tuple[tuple[str, str], ...]) -> Envelope:
+    return Envelope(kind="report", category="medication", body="Falta insulina.",
+                    binding=Binding(case_tag=bytes(range(16)), seq=1,
+                                    source_public_key=bytes(range(32))), fields=fields)
+
+
+def test_envelope_v2_fields_round_trip_after_category_and_left_out_when_empty() -> None:
+    answered = _answered_report((("province", "Pichincha"), ("month", "2026-11")))
+    raw = answered.to_bytes()
+    doc = json.loads(raw)
+    assert list(doc) == ["v", "kind", "case_tag", "seq", "source_public_key", "category", "fields",
+                         "body", "attachments", "pad"]
+    assert Envelope.from_bytes(raw).answers == {"province": "Pichincha", "month": "2026-11"}
+    # Without answers the key is absent: the v2 layout every other writer (the browser) produces.
+    assert "fields" not in json.loads(_answered_report(()).to_bytes())
+
+
+@pytest.mark.parametrize("fields", [
+    (("Province", "x"),),                     # not a code: upper case
+    (("province", "x" * 201),),               # longer than 200 characters
+    tuple((f"q{i}", "x") for i in range(33)),  # more than 32 answers
+])
+def test_envelope_v2_fields_refused_when_malformed(fields: tuple[tuple[str, str], ...]) -> None:
+    with pytest.raises(EnvelopeFormatError):
+        _answered_report(fields).to_bytes()
+
+
+def test_envelope_v2_fields_reader_refuses_bad_shapes() -> None:
+    raw = json.loads(_answered_report((("province", "Loja"),)).to_bytes())
+    for bad in ({}, {"province": 3}, ["province"], {"a-b": "x"}):
+        doc = dict(raw, fields=bad, pad="")
+        text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+        text = text[:-2] + " " * (-len(text.encode()) % 1024) + text[-2:]
+        with pytest.raises(EnvelopeFormatError):
+            Envelope.from_bytes(text.encode())
+    # Only reports carry answers; a message with "fields" is refused by its exact field list.
+    with pytest.raises(EnvelopeFormatError):
+        Envelope(kind="message", body="x", binding=Binding(case_tag=bytes(16), seq=2,
+                 source_public_key=bytes(32)), fields=(("province", "Loja"),)).to_bytes()

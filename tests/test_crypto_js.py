@@ -113,7 +113,7 @@ def unit_box(vectors: dict[str, Any]) -> nacl.public.SealedBox[nacl.public.Priva
 
 def test_vectors_record_vendored_version(vectors: dict[str, Any]) -> None:
     assert vectors["libsodium_wrappers_version"] == "0.8.4"
-    sums = (Path(__file__).parent.parent / "whistle/static/vendor/libsodium/SHA256SUMS").read_text()
+    sums = (Path(__file__).parent.parent / "whistle/static/vendor/libsodium-sumo/SHA256SUMS").read_text()
     assert f"{vectors['libsodium_wrappers_sha256']}  libsodium-wrappers.js" in sums
 
 
@@ -286,3 +286,233 @@ def test_js_stream_decrypts_with_pynacl(js_check: dict[str, Any]) -> None:
     plaintext, tags = decrypt_stream(b64d(small["ciphertext"]), b64d(small["key"]))
     assert plaintext == pattern(small["plaintext_length"])
     assert tags == [TAG_MESSAGE, TAG_FINAL]
+
+
+# --- protocol v2: the browser derives, binds and checks replies (tests/data/js_v2_check.js) -----
+
+V2_CHECK = DATA / "js_v2_check.js"
+CRYPTO_JS = Path(__file__).parent.parent / "whistle" / "static" / "js" / "whistle-crypto.js"
+TRICKY = ["  Ábaco, PERRO\tgato ", "ÑANDÚ;straße.STRASSE", "ﬁesta ﬂor ǅemal", "Ｆｕｌｌ ｗｉｄｔｈ",
+          "ΣΊΣΥΦΟΣ ὀδυσσεύς", "ſtern µ ǰ İstanbul", "a\u00a0b\u2003c\u3000d\u0085e\u001cf",
+          "x\ufeffy", "n\u0303o\u0308\u0301 e\u0301", "\u1e9e\u00df", "\u0130\u0131", "Ꭰꭰ", "ꭰᏸ",
+          "tres,,, ;; .. palabras", "", "   ", "t-shirt CAFÉ-bar", "ㄱㅏ 가 각", "👍🏽 emoji",
+          "\u0345\u0334 marks", "\u1f80\u1fb3 ypogegrammeni", "ﬀ ﬃ ﬅ", "Åström Ørsted Łódź"]
+
+
+def _run_v2(request: dict[str, Any], *, wasm: bool = True) -> dict[str, Any]:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not on PATH")
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", encoding="utf-8") as fh:
+        json.dump(request, fh, ensure_ascii=False)
+        fh.flush()
+        args = [node, str(V2_CHECK), fh.name] + ([] if wasm else ["--no-wasm"])
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result: dict[str, Any] = json.loads(proc.stdout)
+    assert result["wasm"] is wasm
+    return result
+
+
+def _params(salt: bytes) -> dict[str, Any]:
+    return {"alg": "argon2id13", "salt": base64.b64encode(salt).decode(), "opslimit": 1,
+            "memlimit": 8 * 1024, "bytes": 64}
+
+
+def test_js_casefold_table_matches_python() -> None:
+    """whistle-crypto.js's table of where casefold() differs from lower() is Python's."""
+    import re
+
+    source = CRYPTO_JS.read_text(encoding="utf-8")
+    start = source.index("var CASEFOLD_TABLE = (")
+    block = source[start : source.index("  );", start)]
+    text = "".join(re.findall(r"'([^']*)'", block))
+    decoded = re.sub(r"\\u\{([0-9a-f]+)\}|\\u([0-9a-f]{4})",
+                     lambda m: chr(int(m.group(1) or m.group(2), 16)), text)
+    table = dict(pair.split(":", 1) for pair in decoded.split(","))
+    expected = {chr(cp): chr(cp).casefold() for cp in range(0x110000)
+                if not 0xD800 <= cp < 0xE000 and chr(cp).casefold() != chr(cp).lower()}
+    assert table == expected
+
+
+@pytest.mark.slow
+def test_js_normalise_matches_python_on_tricky_texts_and_every_code_point() -> None:
+    """normalise() in the browser is whistle.core.passphrase.normalise: on tricky texts, and on
+    every code point Python's Unicode database (14.0) assigns, alone and between two letters."""
+    from whistle.core.passphrase import normalise
+
+    points = [chr(cp) for cp in range(0x110000)
+              if not 0xD800 <= cp < 0xE000 and unicodedata.category(chr(cp)) not in ("Cn", "Co")]
+    inputs = TRICKY + points + ["A" + c + "b" for c in points]
+    result = _run_v2({"normalise": inputs})
+    mismatches = [(i, repr(text), result["normalise"][i], normalise(text))
+                  for i, text in enumerate(inputs) if result["normalise"][i] != normalise(text)]
+    assert mismatches[:20] == [], f"{len(mismatches)} mismatches"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wasm", [True, False], ids=["wasm", "no-wasm"])
+def test_js_derives_the_same_keys_as_python(wasm: bool) -> None:
+    """The same passphrase (as issued, or typed sloppily) gives in node what
+    whistle.core.passphrase.derive gives: login hash, public key and case tag."""
+    import os
+
+    from whistle.core.passphrase import Argon2Params, derive
+
+    salt = os.urandom(16)
+    typed = ["ventana perro casa sol luna mar rio", "  VENTANA, Perro;casa.sol  luna mar río ",
+             "cañón pingüino ÉXITO", "t-shirt CAFÉ-bar straße"]
+    result = _run_v2({"derive": {"argon2": _params(salt), "passphrases": typed}}, wasm=wasm)
+    params = Argon2Params(salt=salt, time_cost=1, memory_cost_kib=8)
+    for text, got in zip(typed, result["derive"], strict=True):
+        keys = derive(text, params)
+        assert b64d(got["login_hash"]) == keys.login_hash, text
+        assert b64d(got["public_key"]) == keys.public_key_bytes, text
+        assert b64d(got["case_tag"]) == keys.case_tag, text
+        assert nacl.hash.sha256(b64d(got["login_key"]), encoder=nacl.encoding.RawEncoder) == keys.login_hash
+    assert result["derive"][0] == result["derive"][1]
+
+
+@pytest.mark.slow
+def test_js_v2_envelopes_open_and_parse_in_python() -> None:
+    """A report and a message node seals open with the unit key and parse as v2 with
+    whistle.core's reader, bound to the keys Python derives from the same passphrase, in the
+    spec's field order; a report with seq 2, a message with seq 1 or a short tag are refused."""
+    import os
+
+    from whistle.core.crypto.envelope import Envelope
+    from whistle.core.passphrase import Argon2Params, derive
+
+    salt = os.urandom(16)
+    unit = nacl.public.PrivateKey.generate()
+    phrase = "ventana perro casa sol luna mar rio"
+    result = _run_v2({"derive": {"argon2": _params(salt), "passphrases": []},
+                      "seal": {"passphrase": phrase, "unit_public_key": base64.b64encode(
+                          bytes(unit.public_key)).decode(), "category": "corruption",
+                          "body": "Denuncia — ñandú 🦜", "message_body": "Seguimiento", "message_seq": 2}})
+    keys = derive(phrase, Argon2Params(salt=salt, time_cost=1, memory_cost_kib=8))
+    box = nacl.public.SealedBox(unit)
+    report_raw = box.decrypt(b64d(result["seal"]["report"]))
+    message_raw = box.decrypt(b64d(result["seal"]["message"]))
+    assert [k for k, _ in ordered(report_raw)] == [
+        "v", "kind", "case_tag", "seq", "source_public_key", "category", "body", "attachments", "pad"]
+    assert [k for k, _ in ordered(message_raw)] == [k for k, _ in ordered(report_raw)]
+    for raw, kind, seq in ((report_raw, "report", 1), (message_raw, "message", 2)):
+        assert len(raw) % 1024 == 0
+        env = Envelope.from_bytes(raw)
+        assert env.version == 2 and env.kind == kind
+        assert env.binding is not None
+        assert env.binding.case_tag == keys.case_tag and env.binding.seq == seq
+        assert env.binding.source_public_key == keys.public_key_bytes
+    report = Envelope.from_bytes(report_raw)
+    assert report.category == "corruption" and report.body == "Denuncia — ñandú 🦜"
+    (attachment,) = report.attachments
+    assert attachment.name == "informe ñ.pdf" and attachment.size == 70000
+    plaintext, _ = decrypt_stream(b64d(result["seal"]["attachment"]), b64d(result["seal"]["attachment_key"]))
+    assert plaintext == b"\x07" * 70000
+    assert result["seal"]["refused"] == [True, True, True]
+
+
+@pytest.mark.slow
+def test_js_checks_replies_like_the_server() -> None:
+    """Replies sealed and signed in Python: node opens the unit's v3 and v2 replies, and withholds
+    a forged tag, a replayed number, another report's reply, a bad or missing signature; one the
+    unit signed that does not open is 'undecryptable'."""
+    import os
+
+    from whistle.core.crypto import UnitPublicKey, UnitSigningKey
+    from whistle.core.passphrase import Argon2Params, derive
+    from whistle.core.replies import SealedReply, reply_signed_bytes, seal_reply
+
+    salt = os.urandom(16)
+    phrase = "ventana perro casa sol luna mar rio"
+    keys = derive(phrase, Argon2Params(salt=salt, time_cost=1, memory_cost_kib=8))
+    signing, other = UnitSigningKey.generate(), UnitSigningKey.generate()
+    me = UnitPublicKey(keys.public_key_bytes)
+    rid = "ab12cd34ef56ab78"
+
+    def item(reply: SealedReply) -> dict[str, str]:
+        return {"sealed": base64.b64encode(reply.sealed).decode(),
+                "signature": base64.b64encode(reply.signature).decode()}
+
+    good = seal_reply("Gracias 🦜", rid, me, signing, case_tag=keys.case_tag, seq=1)
+    legacy = seal_reply("Sin número", rid, me, signing)
+    forged = seal_reply("Falsa", rid, me, signing, case_tag=os.urandom(16), seq=2)
+    replay = seal_reply("Otra vez", rid, me, signing, case_tag=keys.case_tag, seq=1)
+    elsewhere = seal_reply("Para otro", "ffff0000ffff0000", me, signing, case_tag=keys.case_tag, seq=3)
+    # Signed for this report, sealed for another one (moved by the server).
+    elsewhere = SealedReply(rid, elsewhere.recipient, elsewhere.sealed,
+                            signing.sign(reply_signed_bytes(rid, me.encode(), elsewhere.sealed)))
+    unsigned = {"sealed": item(good)["sealed"], "signature": ""}
+    wrong_signer = seal_reply("Impostor", rid, me, other, case_tag=keys.case_tag, seq=4)
+    junk = os.urandom(1024 + 48)
+    garbled = {"sealed": base64.b64encode(junk).decode(), "signature": base64.b64encode(
+        signing.sign(reply_signed_bytes(rid, me.encode(), junk))).decode()}
+    items = [item(good), item(legacy), item(forged), item(replay), item(elsewhere), unsigned,
+             item(wrong_signer), garbled]
+    result = _run_v2({"derive": {"argon2": _params(salt), "passphrases": []},
+                      "replies": {"passphrase": phrase, "report_id": rid,
+                                  "verify_key": base64.b64encode(bytes(signing.verify_key.encode())).decode(),
+                                  "items": items}})["replies"]
+    assert result[0] == {"ok": True, "body": "Gracias 🦜", "seq": 1, "version": 3}
+    assert result[1] == {"ok": True, "body": "Sin número", "seq": None, "version": 2}
+    assert [r["ok"] for r in result[2:]] == [False] * 6
+    assert [r["reason"] for r in result[2:]] == ["withheld"] * 5 + ["undecryptable"]
+    assert "case tag" in result[2]["detail"] and "replayed" in result[3]["detail"]
+
+
+@pytest.mark.slow
+def test_js_draws_passphrases_from_the_served_list() -> None:
+    """The served word list (one word a line, LF) is checked against its SHA-256 and size, and
+    the passphrase is drawn from it with the requested number of words."""
+    import hashlib
+
+    from whistle.core.passphrase import word_count, wordlist
+
+    words = wordlist("en")
+    text = "".join(w + "\n" for w in words)
+    result = _run_v2({"wordlist": {"text": text, "sha256": hashlib.sha256(text.encode()).hexdigest(),
+                                   "size": len(words), "words": word_count("en")}})["wordlist"]
+    assert result["refused_bad_checksum"] is True
+    chosen = set(words)
+    for phrase in result["drawn"]:
+        assert len(phrase.split(" ")) == word_count("en") and set(phrase.split(" ")) <= chosen
+    assert len(set(result["drawn"])) == len(result["drawn"])
+
+
+@pytest.mark.slow
+def test_js_report_fields_are_the_pythons() -> None:
+    """A report with structured answers built by whistle-crypto.js is byte for byte the one
+    whistle.core builds (``fields`` after ``category``, NFC, empty answers left out, no key at all
+    when none is left), and node refuses what the protocol refuses (section 2)."""
+    import os
+
+    from whistle.core.crypto.envelope import Binding, Envelope
+    from whistle.core.passphrase import Argon2Params, derive
+
+    salt = os.urandom(16)
+    phrase = "ventana perro casa sol luna mar rio"
+    answers = [["province", "pichincha"], ["facility", "Hospital Carlos Andrade Mari\u0301n"],
+               ["month", "2026-01"], ["medication", ""], ["money_demanded", "yes"]]
+    bad = [[["Province", "x"]], [["1abc", "x"]], [["province", "x" * 201]],
+           [["province", "a"], ["province", "b"]], [["province", 5]],
+           [[f"q{i}", "x"] for i in range(33)]]
+    result = _run_v2({"derive": {"argon2": _params(salt), "passphrases": []},
+                      "fields": {"passphrase": phrase, "category": "corruption",
+                                 "body": "Me pidieron dinero.", "fields": answers, "bad": bad}})
+    keys = derive(phrase, Argon2Params(salt=salt, time_cost=1, memory_cost_kib=8))
+    binding = Binding(case_tag=keys.case_tag, seq=1, source_public_key=keys.public_key_bytes)
+    expected = Envelope(kind="report", category="corruption", body="Me pidieron dinero.",
+                        binding=binding, fields=(("province", "pichincha"),
+                                                 ("facility", "Hospital Carlos Andrade Marín"),
+                                                 ("month", "2026-01"), ("money_demanded", "yes")))
+    assert b64d(result["fields"]["report"]) == expected.to_bytes()
+    parsed = Envelope.from_bytes(b64d(result["fields"]["report"]))
+    assert parsed.answers["facility"] == "Hospital Carlos Andrade Marín"
+    assert [k for k, _ in ordered(b64d(result["fields"]["report"]))][5:7] == ["category", "fields"]
+    no_answers = Envelope(kind="report", category="corruption", body="Me pidieron dinero.",
+                          binding=binding)
+    assert b64d(result["fields"]["empty"]) == no_answers.to_bytes()
+    assert result["fields"]["refused"] == [True] * (len(bad) + 1)

@@ -41,7 +41,7 @@ def test_enums_stored_values_unchanged() -> None:
     """These texts are in databases and bundle manifests: changing one needs a migration."""
     assert [s.value for s in Status] == ["received", "acknowledged", "investigating", "closed"]
     assert [k.value for k in ItemKind] == ["report", "message", "reply"]
-    assert [c.value for c in Channel] == ["browser", "server-form"]
+    assert [c.value for c in Channel] == ["browser", "server-form", "whatsapp"]
     assert [lang.value for lang in Language] == ["es", "en"]
     assert [o.value for o in Outcome] == ["substantiated", "not_substantiated", "referred",
                                           "insufficient_information", "duplicate", "out_of_scope"]
@@ -69,8 +69,10 @@ def test_enums_language_names_are_autonyms() -> None:
 def test_enums_channel_text_for_report_txt() -> None:
     assert channel_text("browser") == f"Browser ({SEALED_IN[Channel.BROWSER]})"
     assert channel_text("server-form").startswith("Form without JavaScript (encrypted in server memory")
+    assert channel_text("whatsapp") == (
+        "WhatsApp (encrypted in server memory on arrival; Meta saw the number and the text)")
     # A channel a newer server added is shown as its code, not refused.
-    assert channel_text("whatsapp") == "whatsapp"
+    assert channel_text("signal") == "signal"
 
 
 def test_enums_import_nothing_outside_the_standard_library() -> None:

@@ -15,18 +15,30 @@ from nacl.public import SealedBox
 from sqlalchemy import select
 from support import (
     Workstation,
-    api_payload,
+    browser_login,
     csrf_token,
     export_and_decrypt,
     file_report,
+    file_report_api,
     form_tokens,
+    message_payload,
+    page_text,
+    post_message,
+    random_browser_keys,
     reply,
     report_folders,
     source_login,
     the_report,
 )
 
-from whistle.core.crypto import Envelope, UnitPublicKey, UnitSecretKey, UnitSigningKey, seal_envelope
+from whistle.core.crypto import (
+    Binding,
+    Envelope,
+    UnitPublicKey,
+    UnitSecretKey,
+    UnitSigningKey,
+    seal_envelope,
+)
 from whistle.core.enums import ItemKind
 from whistle.core.replies import (
     ReplyEnvelope,
@@ -116,16 +128,12 @@ def test_followup_message_form_reaches_unit(client: FlaskClient, app: Flask, wor
 
 def test_followup_api_message_sealed_in_browser(client: FlaskClient, app: Flask,
                                                 workstation: Workstation, tmp_path: Path) -> None:
-    phrase = file_report(client)
-    source_login(client, phrase)
-    from whistle.core.crypto import Envelope, seal_envelope
-
-    sealed = seal_envelope(Envelope(kind="message", body="Mensaje cifrado en el navegador"),
-                           workstation.secret_key.public_key)
-    resp = client.post("/api/v1/messages", data={"message": (io.BytesIO(sealed), "message.bin")},
-                       content_type="multipart/form-data",
-                       headers={"X-CSRFToken": csrf_token(client, "/case")})
+    unit = workstation.secret_key.public_key
+    keys = file_report_api(client, unit)
+    assert browser_login(client, keys.login_key).status_code == 200
+    resp = post_message(client, message_payload(unit, keys, 2, "Mensaje cifrado en el navegador"))
     assert resp.status_code == 201, resp.get_data(as_text=True)
+    assert resp.get_json() == {"ok": True, "channel": "browser"}
     with app.extensions["whistle"].sessions() as db:
         item = db.scalars(select(Item).where(Item.kind == "message")).one()
         assert item.channel == "browser" and item.seq == 2
@@ -134,9 +142,8 @@ def test_followup_api_message_sealed_in_browser(client: FlaskClient, app: Flask,
 
 
 def test_followup_api_message_needs_session(client: FlaskClient, workstation: Workstation) -> None:
-    payload = api_payload(workstation.secret_key.public_key, "x", [])
-    resp = client.post("/api/v1/messages", data={"message": payload["report"]},
-                       content_type="multipart/form-data",
+    payload = message_payload(workstation.secret_key.public_key, random_browser_keys(), 2, "x")
+    resp = client.post("/api/v1/messages", data=payload, content_type="multipart/form-data",
                        headers={"X-CSRFToken": csrf_token(client)})
     assert resp.status_code == 401
 
@@ -214,7 +221,7 @@ def test_followup_reply_that_fails_to_open_is_shown_as_error(client: FlaskClient
         reply_signed_bytes(report.id, report.source_public_key, sealed))
     _plant_reply(app, SealedReply(report.id, report.source_public_key, sealed, signature))
     source_login(client, phrase)
-    html = client.get("/case?lang=en").get_data(as_text=True)
+    html = page_text(client.get("/case?lang=en").get_data(as_text=True))
     assert "could not be decrypted" in html
 
 
@@ -237,7 +244,7 @@ def test_followup_forged_reply_in_database_is_withheld(client: FlaskClient, app:
     else:  # a version-1 reply envelope, as every reply was before replies were signed
         _plant_reply(app, None, sealed=seal_envelope(Envelope(kind="reply", body=text), source_key))
     source_login(client, phrase)
-    html = client.get("/case?lang=en").get_data(as_text=True)
+    html = page_text(client.get("/case?lang=en").get_data(as_text=True))
     assert text not in html and "0999" not in html
     assert WITHHELD in html and UNIT_LABEL not in html
 
@@ -267,7 +274,7 @@ def test_followup_key_swap_and_resealed_reply_is_withheld(client: FlaskClient, a
     with state.sessions.begin() as db:
         db.get(Report, report.id).source_public_key = real_key
     source_login(client, phrase)
-    html = client.get("/case?lang=en").get_data(as_text=True)
+    html = page_text(client.get("/case?lang=en").get_data(as_text=True))
     assert text not in html and UNIT_LABEL not in html
     assert html.count(WITHHELD) == 2
 
@@ -281,7 +288,7 @@ def _login_in_english(client: FlaskClient, typed: str):  # type: ignore[no-untyp
     ("uno dos tres", 3),
     ("  Uno,dos;TRES.\tcuatro  ", 4),  # the same normalisation as the derivation
     ("x" * 400, 1),
-    ("a b c d e f g h", 8),
+    ("a b c d e f g h i", 9),  # 8 is a Spanish passphrase's length (issue 11)
     (", ; .", 0),
 ])
 def test_followup_word_count_told_before_any_lookup(client: FlaskClient, monkeypatch: pytest.MonkeyPatch,
@@ -299,7 +306,7 @@ def test_followup_word_count_told_before_any_lookup(client: FlaskClient, monkeyp
 
     monkeypatch.setattr(passphrase, "derive", counting)
     resp = _login_in_english(client, typed)
-    html = resp.get_data(as_text=True)
+    html = page_text(resp.get_data(as_text=True))
     assert resp.status_code == 400
     word = "word" if count == 1 else "words"
     assert f"You typed {count} {word}. A receipt passphrase has 7 words" in html
@@ -318,7 +325,7 @@ def test_followup_word_count_mistakes_never_start_the_backoff(client: FlaskClien
 
 
 def test_followup_seven_wrong_words_get_one_generic_message(client: FlaskClient) -> None:
-    html = _login_in_english(client, "Palabra, " * 7).get_data(as_text=True)
+    html = page_text(_login_in_english(client, "Palabra, " * 7).get_data(as_text=True))
     assert "That passphrase does not match any report." in html
     assert "You typed" not in html
 
@@ -368,3 +375,252 @@ def test_followup_expired_form_shows_the_form(client: FlaskClient) -> None:
     assert 'name="passphrase"' in html and "Your session expired" in html
     assert "Back to the start page" not in html
     assert "palabra" not in html
+
+
+# --- Protocol v2: the browser derives, the server checks bindings (docs/protocol.md 5.3) -------
+
+
+def _stored_envelope(app: Flask, workstation: Workstation, kind: str) -> Envelope:
+    from whistle.core.crypto import open_envelope
+    from whistle.server.blobstore import read_bytes
+
+    with app.extensions["whistle"].sessions() as db:
+        item = db.scalars(select(Item).where(Item.kind == kind).order_by(Item.seq.desc())).first()
+        assert item is not None
+        return open_envelope(read_bytes(db, item.envelope_blob_id), workstation.secret_key)
+
+
+def _no_argon2(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    import whistle.core.passphrase as passphrase
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("argon2 ran on the server")
+
+    monkeypatch.setattr(app.extensions["whistle"].gate, "derive", refuse)
+    monkeypatch.setattr(passphrase, "derive", refuse)
+    monkeypatch.setattr(passphrase, "hash_secret_raw", refuse)
+
+
+def test_followup_browser_login_opens_a_session_with_no_key(
+    client: FlaskClient, app: Flask, workstation: Workstation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The login key the browser derived logs in: one SHA-256 and a lookup, no argon2; the session
+    is replaced (new CSRF secret, language kept) and holds no key of the source."""
+    keys = file_report_api(client, workstation.secret_key.public_key)
+    client.get("/followup?lang=en")
+    old_token = csrf_token(client, "/followup")
+    _no_argon2(app, monkeypatch)
+    resp = browser_login(client, keys.login_key, old_token)
+    answer = resp.get_json()
+    assert resp.status_code == 200 and answer["ok"] is True and answer["case_url"] == "/case"
+    # The answer carries the new session's token (the old one is void): usable at once.
+    assert answer["csrf_token"] != old_token
+    assert keys.passphrase.split()[0] not in " ".join(resp.headers.getlist("Set-Cookie"))
+    with client.session_transaction() as sess:
+        assert sess["lang"] == "en"
+        found = app.extensions["whistle"].source_sessions.get(sess["source_token"])
+    assert found is not None and found.browser and found.secret_key is None and found.case_tag is None
+    page = client.get("/case")
+    assert page.status_code == 200 and 'data-browser-session="true"' in page.get_data(as_text=True)
+    assert csrf_token(client, "/case") != old_token
+    assert client.post("/logout", data={"csrf_token": answer["csrf_token"]}).status_code == 302
+    assert client.post("/logout", data={"csrf_token": old_token}).status_code == 400
+
+
+def test_followup_browser_login_same_passphrase_as_the_form(client: FlaskClient, app: Flask,
+                                                            workstation: Workstation) -> None:
+    """A report filed in the browser opens with the passphrase on the form too (JavaScript off
+    later), as a server session that can read replies."""
+    keys = file_report_api(client, workstation.secret_key.public_key)
+    reply(app, workstation, "Respuesta legible", case_tag=keys.case_tag, seq=1)
+    assert source_login(client, keys.passphrase).status_code == 302
+    assert "Respuesta legible" in client.get("/case").get_data(as_text=True)
+
+
+def test_followup_browser_login_wrong_key_counted_and_backed_off(client: FlaskClient,
+                                                                 workstation: Workstation) -> None:
+    """As /followup: four wrong keys are each 400 ``wrong_passphrase``; the fourth says the wait
+    it starts; then 429 with Retry-After before anything is read, even for the right key."""
+    keys = file_report_api(client, workstation.secret_key.public_key)
+    client.get("/followup?lang=en")
+    answers = [browser_login(client, os.urandom(32)) for _ in range(4)]
+    assert [a.status_code for a in answers] == [400] * 4
+    assert {a.get_json()["error"] for a in answers} == {"wrong_passphrase"}
+    assert all("does not match any report" in a.get_json()["message"] for a in answers)
+    assert "Too many wrong passphrases" not in answers[2].get_json()["message"]
+    assert "Too many wrong passphrases" in answers[3].get_json()["message"]
+    refused = browser_login(client, keys.login_key)
+    assert refused.status_code == 429 and refused.get_json()["error"] == "http_429"
+    assert int(refused.headers["Retry-After"]) >= 1
+    with client.session_transaction() as sess:
+        assert "source_token" not in sess
+
+
+@pytest.mark.parametrize("value", [None, "", "AAAA", "A" * 43 + "=", "not base64 at all but 44 ch",
+                                   "-" * 43 + "=", " " + "B" * 42 + "=",
+                                   "QUFB" * 10 + "QQ=="])  # 31 bytes
+def test_followup_browser_login_malformed_key_is_400_and_not_counted(
+    client: FlaskClient, workstation: Workstation, value: str | None
+) -> None:
+    keys = file_report_api(client, workstation.secret_key.public_key)
+    token = csrf_token(client, "/followup")
+    for _ in range(6):
+        data = {} if value is None else {"login_key": value}
+        resp = client.post("/api/v1/login", data=data, headers={"X-CSRFToken": token})
+        assert resp.status_code == 400 and resp.get_json()["error"] == "bad_login_key"
+    # Six malformed keys set no wait: the right key still logs in at once.
+    assert browser_login(client, keys.login_key).status_code == 200
+
+
+def test_followup_browser_login_needs_the_csrf_header(client: FlaskClient,
+                                                      workstation: Workstation) -> None:
+    keys = file_report_api(client, workstation.secret_key.public_key)
+    token = csrf_token(client, "/followup")
+    from support import b64
+
+    resp = client.post("/api/v1/login", data={"login_key": b64(keys.login_key), "csrf_token": token})
+    assert resp.status_code == 400 and resp.get_json()["error"] == "csrf"
+    assert browser_login(client, keys.login_key, "forged").get_json()["error"] == "csrf"
+    with client.session_transaction() as sess:
+        assert "source_token" not in sess
+
+
+def test_followup_browser_session_case_carries_sealed_replies_never_plaintext(
+    client: FlaskClient, app: Flask, workstation: Workstation
+) -> None:
+    """In a browser session the server holds no key: each reply is in the page sealed, with its
+    signature, for the page's script; the case element says what the script checks against."""
+    import base64
+    import html as html_lib
+    import re
+
+    from whistle.server.blobstore import read_bytes
+
+    keys = file_report_api(client, workstation.secret_key.public_key)
+    text = "Texto de la respuesta que solo abre el navegador"
+    reply(app, workstation, text, case_tag=keys.case_tag, seq=1)
+    _plant_reply(app, None, sealed=b"\1" * 1072, signature=None)  # unsigned: data-signature ""
+    browser_login(client, keys.login_key)
+    page = client.get("/case?lang=en").get_data(as_text=True)
+    assert text not in page and "solo abre" not in page
+    report = the_report(app)
+    assert f'data-report-id="{report.id}"' in page
+    assert f'data-source-public-key="{base64.b64encode(keys.public_key).decode()}"' in page
+    assert 'data-next-seq="2"' in page and 'data-browser-session="true"' in page
+    sealed = re.findall(r'<li class="entry reply sealed" data-sealed="([^"]*)" data-signature="([^"]*)">',
+                        page)
+    with app.extensions["whistle"].sessions() as db:
+        items = db.scalars(select(Item).where(Item.kind == "reply").order_by(Item.seq)).all()
+        stored = [(base64.b64encode(read_bytes(db, i.envelope_blob_id)).decode(),
+                   base64.b64encode(i.signature).decode() if i.signature else "") for i in items]
+    assert [(html_lib.unescape(a), html_lib.unescape(b)) for a, b in sealed] == stored
+    assert stored[1][1] == "" and stored[0][1]
+    # What the page's script does with it: verify and open with its own keys.
+    opened = open_reply(SealedReply(report.id, keys.public_key, base64.b64decode(stored[0][0]),
+                                    base64.b64decode(stored[0][1])), keys.secret_key,
+                        app.extensions["whistle"].unit_sign_key, case_tag=keys.case_tag)
+    assert opened.body == text and opened.seq == 1
+
+
+def test_followup_server_session_withholds_wrong_tag_and_repeated_seq(
+    client: FlaskClient, app: Flask, workstation: Workstation
+) -> None:
+    """A server session opens replies with the case tag and numbers checked: a signed v3 reply
+    with another case's tag, or a number already shown (a replayed copy), is withheld."""
+    phrase = file_report(client)
+    from whistle.core.passphrase import derive
+
+    keys = derive(phrase, app.extensions["whistle"].secrets.argon2)
+    report = the_report(app)
+    recipient = UnitPublicKey(report.source_public_key)
+    first = seal_reply("Primera respuesta", report.id, recipient, workstation.signing_key,
+                       case_tag=keys.case_tag, seq=1)
+    moved = seal_reply("Respuesta de otro caso", report.id, recipient, workstation.signing_key,
+                       case_tag=os.urandom(16), seq=2)
+    copy = seal_reply("Primera respuesta, otra vez", report.id, recipient,
+                      workstation.signing_key, case_tag=keys.case_tag, seq=1)
+    second = seal_reply("Segunda respuesta", report.id, recipient, workstation.signing_key,
+                        case_tag=keys.case_tag, seq=2)
+    state = app.extensions["whistle"]
+    with state.sessions.begin() as db:
+        import_replies(db, [first, moved, copy, second], "tester", state.unit_sign_key)
+    source_login(client, phrase)
+    page = client.get("/case?lang=en").get_data(as_text=True)
+    assert 'data-browser-session="false"' in page and 'data-sealed=' not in page
+    page = page_text(page)
+    assert "Primera respuesta" in page and "Segunda respuesta" in page
+    assert "otro caso" not in page and "otra vez" not in page
+    assert page.count(WITHHELD) == 2
+
+
+def test_followup_messages_seq_checked(client: FlaskClient, app: Flask,
+                                       workstation: Workstation) -> None:
+    """``seq`` must be the case's next source number (replies do not count): missing or not a
+    number is 400 ``bad_seq``, any other number 409 ``stale_seq``; nothing stored either way."""
+    unit = workstation.secret_key.public_key
+    keys = file_report_api(client, unit)
+    reply(app, workstation, "Una respuesta", case_tag=keys.case_tag, seq=1)
+    browser_login(client, keys.login_key)
+
+    def messages() -> int:
+        with app.extensions["whistle"].sessions() as db:
+            return len(db.scalars(select(Item).where(Item.kind == "message")).all())
+
+    for seq in (None, "", "dos", "-2", "2.0", "٢", "1" * 10):
+        payload = message_payload(unit, keys, 2, "x")
+        if seq is None:
+            payload.pop("seq")
+        else:
+            payload["seq"] = seq
+        resp = post_message(client, payload)
+        assert resp.status_code == 400 and resp.get_json()["error"] == "bad_seq", seq
+    for seq in (0, 1, 3, 99):
+        payload = message_payload(unit, keys, max(seq, 2), "x") | {"seq": str(seq)}
+        resp = post_message(client, payload)
+        assert resp.status_code == 409 and resp.get_json()["error"] == "stale_seq", seq
+        assert resp.get_json()["message"]
+    assert messages() == 0
+    assert post_message(client, message_payload(unit, keys, 2, "Segundo")).status_code == 201
+    # The same again (a replay, or a page that was open meanwhile): stale.
+    again = post_message(client, message_payload(unit, keys, 2, "Segundo"))
+    assert again.status_code == 409 and again.get_json()["error"] == "stale_seq"
+    assert post_message(client, message_payload(unit, keys, 3, "Tercero")).status_code == 201
+    assert messages() == 2
+    page = client.get("/case").get_data(as_text=True)
+    assert 'data-next-seq="4"' in page
+
+
+def test_followup_form_message_sealed_v2_with_the_case_tag(client: FlaskClient, app: Flask,
+                                                           workstation: Workstation) -> None:
+    """A JavaScript-off message in a server session: a v2 envelope with the case tag kept in the
+    session, the source's key and the next source number (the reply before it does not count)."""
+    phrase = file_report(client, "Informe")
+    from whistle.core.passphrase import derive
+
+    keys = derive(phrase, app.extensions["whistle"].secrets.argon2)
+    assert _stored_envelope(app, workstation, "report").binding == Binding(
+        keys.case_tag, 1, keys.public_key_bytes)
+    reply(app, workstation, "Una respuesta", case_tag=keys.case_tag, seq=1)
+    source_login(client, phrase)
+    for number, body in ((2, "Segundo"), (3, "Tercero")):
+        resp = client.post("/case", data={**form_tokens(client, "/case"), "body": body},
+                           content_type="multipart/form-data")
+        assert resp.status_code == 302
+        envelope = _stored_envelope(app, workstation, "message")
+        assert envelope.version == 2 and envelope.body == body and envelope.category == ""
+        assert envelope.binding == Binding(keys.case_tag, number, keys.public_key_bytes)
+
+
+def test_followup_browser_session_form_message_refused(client: FlaskClient, app: Flask,
+                                                       workstation: Workstation) -> None:
+    """A browser session has no case tag on the server: a JavaScript-off message there is
+    refused (an unbound one would be quarantined), nothing stored, the source told what to do."""
+    keys = file_report_api(client, workstation.secret_key.public_key)
+    browser_login(client, keys.login_key)
+    client.get("/case?lang=en")
+    resp = client.post("/case", data={**form_tokens(client, "/case"), "body": "Sin sellar"},
+                       content_type="multipart/form-data")
+    assert resp.status_code == 400
+    assert "log in again with your passphrase" in resp.get_data(as_text=True)
+    with app.extensions["whistle"].sessions() as db:
+        assert db.scalars(select(Item).where(Item.kind == "message")).all() == []

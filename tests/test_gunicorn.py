@@ -105,7 +105,7 @@ def test_gunicorn_serves_without_banner_address_or_access_log(
                                                          "X-Forwarded-Proto": "https"})
         assert status == 200, html
         match = re.search(r'<code id="receipt-passphrase">([^<]+)</code>', html)
-        assert match and len(match.group(1).split()) == 7
+        assert match and len(match.group(1).split()) == 8  # Spanish: 8 words
 
         # No Server banner, from the app's pages, its errors, static files or gunicorn's own errors.
         canary_headers = {"User-Agent": ua_canary, "X-Forwarded-For": ip_canary}

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from nacl.public import SealedBox
-from support import Workstation, post_api, report_folders
+from support import Workstation, post_api, random_browser_keys, report_folders
 
 from whistle import cli
 from whistle.core.bundle import BundleItem, BundleReport, BundleWriter, attachment_member, envelope_member
@@ -86,7 +86,8 @@ def hostile_out(app: Flask, workstation: Workstation, tmp_path: Path) -> Path:
     sealed = SealedBox(app.extensions["whistle"].unit_key.nacl_key).encrypt(
         json.dumps(doc, separators=(",", ":")).encode("ascii"))
     payload = {"report": (io.BytesIO(sealed), "report.bin", "application/octet-stream"),
-               "attachment": [(io.BytesIO(stream.getvalue()), "attachment.bin", "application/octet-stream")]}
+               "attachment": [(io.BytesIO(stream.getvalue()), "attachment.bin", "application/octet-stream")],
+               **random_browser_keys().key_fields()}
     assert post_api(app.test_client(), payload).status_code == 201
     state = app.extensions["whistle"]
     export_bundle(state.sessions, tmp_path / "b.zip", unit_fingerprint="x")

@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""whistle.server.intake.file_report: the one intake path every channel files through.
+"""whistle.server.intake: the one intake path every channel files through.
 
 Called here without any Flask request or application context, as a command-line import or a
-chat bridge would: it returns a receipt, records the channel, and fails with whistle exceptions
-(never an HTTP abort), storing nothing when it fails.
+chat bridge would. :func:`file_report` files under keys the caller derived (the browser's path:
+no argon2); :func:`file_derived_report` draws a passphrase, derives, lets the caller seal and
+files (the server-derived paths), retrying a taken passphrase. Both record the channel and fail
+with whistle exceptions (never an HTTP abort), storing nothing when they fail.
 """
 
 from __future__ import annotations
@@ -21,9 +23,17 @@ from werkzeug.exceptions import HTTPException
 from whistle.core import passphrase
 from whistle.core.enums import Channel, ItemKind, Language, Status
 from whistle.core.errors import WhistleError
-from whistle.core.passphrase import DerivationGate, GateBusyError, derive, wordlist
+from whistle.core.passphrase import DerivationGate, GateBusyError, SourceKeys, derive, wordlist
 from whistle.server import intake
-from whistle.server.intake import IntakeError, PassphraseCollisionError, Receipt, file_report
+from whistle.server.intake import (
+    BadSourceKeysError,
+    IntakeError,
+    LoginTakenError,
+    PassphraseCollisionError,
+    Receipt,
+    file_derived_report,
+    file_report,
+)
 from whistle.server.models import Attachment, Item, Report
 from whistle.server.state import State
 
@@ -45,10 +55,15 @@ def state(app: Flask) -> State:
 
 
 def _file(state: State, channel: Channel = Channel.BROWSER, language: Language = Language.ES,
-          attachments: tuple[Chunks, ...] = (), gate: DerivationGate | None = None) -> Receipt:
-    return file_report(state.sessions, gate or state.gate, state.secrets.argon2,
-                       sealed_envelope=b"\x01" * 1072, attachments=attachments, channel=channel,
-                       language=language)
+          attachments: tuple[Chunks, ...] = (), gate: DerivationGate | None = None,
+          sealed: list[SourceKeys] | None = None) -> Receipt:
+    def seal(keys: SourceKeys) -> bytes:
+        if sealed is not None:
+            sealed.append(keys)
+        return b"\x01" * 1072
+
+    return file_derived_report(state.sessions, gate or state.gate, state.secrets.argon2, seal=seal,
+                               attachments=attachments, channel=channel, language=language)
 
 
 def _count(state: State) -> int:
@@ -62,7 +77,7 @@ def test_intake_file_report_returns_receipt_and_stores_channel(state: State, cha
     receipt = _file(state, channel, attachments=(Chunks(data), Chunks(b"")))
     assert receipt.channel is channel
     words = receipt.passphrase.split()
-    assert len(words) == 7 and all(w in wordlist("es") for w in words)
+    assert len(words) == 8 and all(w in wordlist("es") for w in words)  # Spanish: 8 words
     # Shown once, never logged by accident.
     assert receipt.passphrase not in repr(receipt)
     with state.sessions() as db:
@@ -102,8 +117,13 @@ def test_intake_file_report_retries_a_taken_passphrase(
     phrases = iter([taken, taken, fresh])
     monkeypatch.setattr(intake, "generate", lambda lang: next(phrases))
     data = os.urandom(2500)
-    receipt = _file(state, Channel.SERVER_FORM, attachments=(Chunks(data),))
+    sealed: list[SourceKeys] = []
+    receipt = _file(state, Channel.SERVER_FORM, attachments=(Chunks(data),), sealed=sealed)
     assert receipt.passphrase == fresh
+    # Sealed again for each passphrase tried: the envelope is bound to the keys that are filed.
+    expected = derive(fresh, state.secrets.argon2)
+    assert len(sealed) == 3 and (sealed[-1].login_hash, sealed[-1].case_tag) == (
+        expected.login_hash, expected.case_tag)
     assert _count(state) == 2
     with state.sessions() as db:
         assert db.scalar(select(func.count()).select_from(Item)) == 2
@@ -127,3 +147,50 @@ def test_intake_file_report_collision_exhausted_raises_intake_error_and_stores_n
     assert not isinstance(caught.value, HTTPException)
     assert next(calls) == intake.PASSPHRASE_ATTEMPTS + 1
     assert _count(state) == 1
+
+
+def test_intake_file_report_with_caller_keys_runs_no_argon2(
+    state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The browser's path: the caller gives the login hash and public key; nothing derives."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("argon2 ran")
+
+    monkeypatch.setattr(passphrase, "derive", refuse)
+    monkeypatch.setattr(state.gate, "derive", refuse)
+    login_hash, public_key = os.urandom(32), os.urandom(32)
+    report_id = file_report(state.sessions, login_hash=login_hash, source_public_key=public_key,
+                            sealed_envelope=b"\x02" * 1072, attachments=(Chunks(b"x" * 1500),),
+                            channel=Channel.BROWSER)
+    with state.sessions() as db:
+        report = db.get(Report, report_id)
+        assert report is not None
+        assert (report.login_hash, report.source_public_key) == (login_hash, public_key)
+        assert report.channel == "browser" and [i.seq for i in report.items] == [1]
+
+
+def test_intake_file_report_taken_login_hash_raises_and_stores_nothing(state: State) -> None:
+    login_hash = os.urandom(32)
+    file_report(state.sessions, login_hash=login_hash, source_public_key=os.urandom(32),
+                sealed_envelope=b"\x02" * 1072, attachments=(), channel=Channel.BROWSER)
+    with state.sessions() as db:
+        before = [db.scalar(select(func.count()).select_from(m)) for m in (Report, Item, Attachment)]
+    with pytest.raises(LoginTakenError) as caught:
+        file_report(state.sessions, login_hash=login_hash, source_public_key=os.urandom(32),
+                    sealed_envelope=b"\x03" * 1072, attachments=(Chunks(b"y" * 10),),
+                    channel=Channel.BROWSER)
+    assert isinstance(caught.value, IntakeError) and not isinstance(caught.value, HTTPException)
+    with state.sessions() as db:
+        assert [db.scalar(select(func.count()).select_from(m)) for m in (Report, Item, Attachment)] == before
+
+
+@pytest.mark.parametrize("login_hash, public_key", [
+    (b"\0" * 32, b"\1" * 32), (b"\1" * 32, b"\0" * 32), (b"\1" * 31, b"\1" * 32),
+    (b"\1" * 32, b"\1" * 33),
+])
+def test_intake_file_report_malformed_keys_refused(state: State, login_hash: bytes,
+                                                   public_key: bytes) -> None:
+    with pytest.raises(BadSourceKeysError):
+        file_report(state.sessions, login_hash=login_hash, source_public_key=public_key,
+                    sealed_envelope=b"\x02" * 1072, attachments=(), channel=Channel.BROWSER)
+    assert _count(state) == 0

@@ -18,8 +18,11 @@ from support import (
     FrozenClock,
     Workstation,
     api_payload,
+    b64,
+    browser_login,
     csrf_token,
     file_report,
+    file_report_api,
     form_tokens,
     make_app,
     post_api,
@@ -134,7 +137,7 @@ def test_limits_junk_submissions_leave_real_report_working(
                                                            "informe real", []),
                        content_type="multipart/form-data",
                        headers={"X-CSRFToken": token, "X-Whistle-PoW": pow_token(client, "submit")})
-    assert resp.status_code == 201 and resp.get_json()["passphrase"]
+    assert resp.status_code == 201 and resp.get_json()["ok"]
 
 
 class CountingStream(io.BytesIO):
@@ -208,6 +211,57 @@ def test_limits_passphrase_backoff_after_repeated_failures(environ: dict[str, st
     assert resp.status_code == 429 and resp.headers["Retry-After"] == "1"
     clock.now += 0.2  # the wait is at least a whole second from the failure, then over
     assert source_login(client, phrase).status_code == 302
+
+
+def test_limits_form_and_api_logins_share_one_backoff(environ: dict[str, str], tmp_path: Path,
+                                                      workstation: Workstation,
+                                                      clock: FrozenClock) -> None:
+    """Wrong passphrases on the form and wrong login keys on the API count together: switching
+    path gets no fresh allowance. During the wait the API answers 429 JSON with Retry-After."""
+    import os
+
+    app = make_app(environ, tmp_path)
+    client = app.test_client()
+    keys = file_report_api(client, workstation.secret_key.public_key)
+    for _ in range(2):
+        assert source_login(client, "palabra " * 7).status_code == 400
+    assert browser_login(client, os.urandom(32)).status_code == 400
+    fourth = browser_login(client, os.urandom(32))  # the 4th failure sets a wait
+    assert fourth.status_code == 400 and "wait 1 second" in fourth.get_json()["message"] or \
+        "1 segundo" in fourth.get_json()["message"]
+    clock.now += 0.9
+    resp = browser_login(client, keys.login_key)
+    assert resp.status_code == 429 and resp.headers["Retry-After"] == "1"
+    assert resp.get_json()["error"] == "http_429"
+    assert source_login(client, keys.passphrase).status_code == 429
+    clock.now += 0.2
+    assert browser_login(client, keys.login_key).status_code == 200
+
+
+def test_limits_api_login_ceilings_and_proof_of_work(environ: dict[str, str], tmp_path: Path,
+                                                     workstation: Workstation,
+                                                     clock: FrozenClock) -> None:
+    """The API login has the form's per-session ceiling (malformed keys count towards it, though
+    not towards the backoff); a proof of work with purpose ``login`` is accepted, one for another
+    purpose refused."""
+    app = make_app(environ, tmp_path, login_session="2 per hour")
+    client = app.test_client()
+    keys = file_report_api(client, workstation.secret_key.public_key)
+    token = csrf_token(client, "/followup")
+    wrong = client.post("/api/v1/login", data={"login_key": "x"},
+                        headers={"X-CSRFToken": token, "X-Whistle-PoW": pow_token(client, "submit")})
+    assert wrong.status_code == 400 and wrong.get_json()["error"].startswith("pow_")
+    ok = client.post("/api/v1/login", data={"login_key": b64(keys.login_key)},
+                     headers={"X-CSRFToken": token, "X-Whistle-PoW": pow_token(client, "login")})
+    assert ok.status_code == 200, ok.get_data(as_text=True)
+    # A new session (the login replaced it): two more attempts, then the ceiling.
+    client = app.test_client()
+    token = csrf_token(client, "/followup")
+    for _ in range(2):
+        assert browser_login(client, "malformed", token).get_json()["error"] == "bad_login_key"
+    refused = browser_login(client, keys.login_key, token)
+    assert refused.status_code == 429 and refused.get_json()["error"] == "http_429"
+    assert int(refused.headers["Retry-After"]) > 0
 
 
 def test_limits_backoff_survives_cookie_replay(environ: dict[str, str], tmp_path: Path,

@@ -100,6 +100,8 @@ def test_packaging_wheel_carries_templates_static_and_translations(dists: wheelh
     assert "whistle/static/vendor/libsodium/libsodium.js" in names
     for lang in ("es", "en"):
         assert f"whistle/translations/{lang}/LC_MESSAGES/messages.mo" in names
+    # The Spanish passphrase word list: without it every Spanish report is a 500.
+    assert "whistle/core/wordlists/es.txt" in names
     # Server-only and test-only folders of the checkout stay out of the package.
     assert not any(n.startswith(("tests/", "templates/", "bench/")) for n in names)
 
@@ -126,6 +128,7 @@ def test_packaging_installed_wheel_serves_every_page(dists: wheelhouse.Dists,
     assert (package / "templates" / "investigator" / "cases.html").is_file()
     assert (package / "static" / "css" / "whistle.css").is_file()
     assert (package / "translations" / "es" / "LC_MESSAGES" / "messages.mo").is_file()
+    assert (package / "core" / "wordlists" / "es.txt").is_file()
 
     codes: dict[str, int] = report["codes"]
     assert not [path for path, code in codes.items() if code >= 500], codes

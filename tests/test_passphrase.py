@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import math
 import threading
 import time
 from pathlib import Path
@@ -11,9 +13,11 @@ from pathlib import Path
 import pytest
 from argon2.low_level import Type, hash_secret_raw
 from diceware.wordlist import get_wordlist_path
+from flask.testing import FlaskClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.public import PrivateKey
+from support import file_report, source_login
 
 from whistle.core import passphrase as pp
 from whistle.core.passphrase import (
@@ -38,19 +42,36 @@ def _words_from_file(name: str) -> set[str]:
     return {ln.split("\t")[-1].strip() for ln in lines if ln.strip()}
 
 
-SPANISH = _words_from_file("es")
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED_ES = REPO / "whistle" / "core" / "wordlists" / "es.txt"
+# The Spanish list of every receipt issued before issue 11 (item 7): diceware's, 7 words.
+OLD_SPANISH = _words_from_file("es")
+SPANISH = set(SHIPPED_ES.read_text(encoding="utf-8").splitlines())
 ENGLISH = _words_from_file("en_eff")
+# Names from real receipts that sources could not spell back from paper (issue 11, item 7).
+FOREIGN_NAMES = ("meijide", "cafiero", "lewis", "zurich", "winston", "taylor")
+
+
+def _build_script():  # type: ignore[no-untyped-def]
+    path = REPO / "scripts" / "build_wordlist_es.py"
+    spec = importlib.util.spec_from_file_location("build_wordlist_es", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_wordlists_have_the_documented_sizes() -> None:
-    assert len(SPANISH) == 8192
-    assert len(ENGLISH) == 7776
+    assert len(SPANISH) == 2549 == len(pp.wordlist("es"))
+    assert len(OLD_SPANISH) == 8192
+    assert len(ENGLISH) == 7776 == len(pp.wordlist("en"))
 
 
-def test_generate_default_is_seven_spanish_words() -> None:
+def test_generate_default_is_eight_spanish_words() -> None:
+    assert pp.word_count("es") == 8
     for _ in range(20):
         words = generate().split(" ")
-        assert len(words) == 7
+        assert len(words) == 8
         assert all(w in SPANISH for w in words), words
 
 
@@ -77,6 +98,99 @@ def test_generate_is_already_normalised() -> None:
 def test_generate_unknown_language_refused() -> None:
     with pytest.raises(PassphraseError):
         generate("fr")
+    with pytest.raises(PassphraseError):
+        pp.word_count("fr")
+
+
+# --------------------------------------------------------------------------- the Spanish word list
+
+
+def test_wordlist_es_is_exactly_what_the_script_builds() -> None:
+    """scripts/build_wordlist_es.py, run on its pinned inputs, gives the shipped file byte for byte."""
+    script = _build_script()
+    missing = script.missing_inputs()
+    if missing:
+        pytest.skip(f"dictionary input not installed: {', '.join(missing)} "
+                    "(apt-get install wspanish hunspell-es; .ci/run does)")
+    try:
+        words = script.build()
+    except SystemExit as exc:  # an input that is not the pinned version: say which
+        pytest.fail(str(exc))
+    assert script.render(words) == SHIPPED_ES.read_text(encoding="utf-8")
+    assert SHIPPED_ES.read_bytes() == script.render(words).encode("utf-8")  # LF, UTF-8, nothing else
+
+
+def test_wordlist_es_has_no_foreign_names() -> None:
+    """The names sources stumbled on came from diceware's list; the shipped list has none."""
+    spanish = set(pp.wordlist("es"))
+    for name in FOREIGN_NAMES:
+        assert name in OLD_SPANISH  # so the check means something
+        assert name not in spanish, name
+    # Nor the names and places the script leaves out by hand, nor a word that is only capitalised
+    # in the dictionary.
+    assert not spanish & {"carlos", "teresa", "rusia", "caracas", "godoy", "mierda"}
+
+
+def test_wordlist_es_words_are_typed_as_shown() -> None:
+    """4-8 letters a-z (no accent, no ñ: what is shown is what is typed), unique, prefix-free."""
+    words = pp.wordlist("es")
+    assert len(set(words)) == len(words)
+    assert all(len(w) in range(4, 9) and w.isascii() and w.isalpha() and w.islower() for w in words)
+    assert all(normalise(w) == w for w in words)
+    assert all(w <= v for w, v in zip(words, words[1:], strict=False)), "not in alphabetical order"
+    kept = set(words)
+    assert not [w for w in words if any(w[:i] in kept for i in range(4, len(w)))]
+
+
+@pytest.mark.parametrize("lang", ["es", "en"])
+def test_passphrases_keep_at_least_90_bits(lang: str) -> None:
+    size, count = len(pp.wordlist(lang)), pp.word_count(lang)
+    assert count == math.ceil(90 / math.log2(size))
+    assert count * math.log2(size) >= 90
+    assert len(generate(lang).split(" ")) == count
+
+
+def test_issued_word_counts_keep_the_old_seven() -> None:
+    assert pp.issued_word_counts() == {7, 8}
+
+
+def test_old_seven_word_spanish_passphrase_derives_without_any_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Login never depends on the list: derive() reads no word list, so a receipt of diceware's old
+    Spanish list (with the names the new list left out) derives the same keys as ever."""
+    old = "meijide cafiero lewis zurich winston taylor abajo"
+    assert all(w in OLD_SPANISH for w in old.split())
+    before = derive(old, TINY)
+
+    def no_list(lang: str) -> tuple[str, ...]:
+        raise AssertionError("derive() looked at a word list")
+
+    monkeypatch.setattr(pp, "wordlist", no_list)
+    after = derive(old, TINY)
+    assert after.login_hash == before.login_hash and after.public_key_bytes == before.public_key_bytes
+
+
+def test_old_seven_and_new_eight_word_receipts_both_log_in(client: FlaskClient,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A receipt issued before the new list (7 words of diceware's list, foreign names and all) and
+    one issued today (8 words) both log in through the form; the word-count hint lets both through
+    and tells the source about any other count."""
+    from whistle.server import intake
+    from whistle.server.web.source.followup import word_count_error
+
+    old = "meijide cafiero lewis zurich winston taylor abajo"
+    monkeypatch.setattr(intake, "generate", lambda lang="es": old)
+    assert file_report(client, "Informe con un recibo antiguo") == old
+    monkeypatch.undo()
+    new = file_report(client, "Informe con un recibo nuevo")
+    assert len(new.split()) == 8 and all(w in SPANISH for w in new.split())
+    for phrase in (old, new):
+        other = client.application.test_client()
+        resp = source_login(other, phrase)
+        assert resp.status_code == 302 and resp.headers["Location"].endswith("/case"), phrase
+    with client.application.test_request_context("/followup"):
+        assert word_count_error(old) is None and word_count_error(new) is None
+        assert word_count_error(" ".join(new.split()[:6]))
+        assert word_count_error(new + " casa")
 
 
 @pytest.mark.parametrize("typed,expected", [
@@ -139,6 +253,23 @@ def test_derive_matches_independent_argon2id_computation() -> None:
     expected = PrivateKey.from_seed(raw[32:64])
     assert keys.public_key_bytes == bytes(expected.public_key)
     assert keys.secret_key.encode() == bytes(expected)
+    # The case tag: libsodium's crypto_generichash(16, "whistle-case-tag-v2", key=seed).
+    import nacl.encoding
+    import nacl.hash
+
+    tag = nacl.hash.generichash(b"whistle-case-tag-v2", digest_size=16, key=raw[32:64],
+                                encoder=nacl.encoding.RawEncoder)
+    assert keys.case_tag == tag == pp.case_tag_for(raw[32:64])
+    assert len(keys.case_tag) == 16 and keys.case_tag.hex() not in repr(keys)
+
+
+def test_case_tag_for_known_answer_and_seed_length() -> None:
+    # A fixed vector, so a JavaScript client can check its derivation against the same bytes.
+    assert pp.case_tag_for(bytes(range(32))).hex() == "62668959ac2790475466904c32c43344"
+    assert pp.case_tag_for(bytes(32)) != pp.case_tag_for(bytes(31) + b"\x01")
+    for bad in (b"", bytes(31), bytes(33), bytes(64)):
+        with pytest.raises(PassphraseError):
+            pp.case_tag_for(bad)
 
 
 def test_derive_normalised_variants_give_the_same_keys() -> None:
@@ -148,6 +279,7 @@ def test_derive_normalised_variants_give_the_same_keys() -> None:
         keys = derive(variant, TINY)
         assert keys.login_hash == base.login_hash
         assert keys.public_key_bytes == base.public_key_bytes
+        assert keys.case_tag == base.case_tag
 
 
 @pytest.mark.parametrize("typed", ["", "   ", " ,.; \t\n"])

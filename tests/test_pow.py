@@ -18,7 +18,16 @@ import nacl.hash
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from support import FrozenClock, Workstation, api_payload, csrf_token, make_app, pow_token
+from support import (
+    BrowserKeys,
+    FrozenClock,
+    Workstation,
+    api_payload,
+    browser_derive,
+    csrf_token,
+    make_app,
+    pow_token,
+)
 
 from whistle.server import pow as proof
 
@@ -33,11 +42,13 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
     return frozen
 
 
-def post_report(client: FlaskClient, ws: Workstation, pow_value: str | None):  # type: ignore[no-untyped-def]
+def post_report(client: FlaskClient, ws: Workstation, pow_value: str | None,  # type: ignore[no-untyped-def]
+                keys: BrowserKeys | None = None):
     headers = {"X-CSRFToken": csrf_token(client)}
     if pow_value is not None:
         headers["X-Whistle-PoW"] = pow_value
-    return client.post("/api/v1/reports", data=api_payload(ws.secret_key.public_key, "informe", []),
+    return client.post("/api/v1/reports",
+                       data=api_payload(ws.secret_key.public_key, "informe", [], keys=keys),
                        content_type="multipart/form-data", headers=headers)
 
 
@@ -69,11 +80,12 @@ def test_pow_endpoint_refuses_unknown_purpose(client: FlaskClient) -> None:
 def test_pow_valid_solution_accepted_in_header_and_form(
     client: FlaskClient, workstation: Workstation
 ) -> None:
-    resp = post_report(client, workstation, pow_token(client, "submit"))
+    keys = browser_derive(client)
+    resp = post_report(client, workstation, pow_token(client, "submit"), keys)
     assert resp.status_code == 201
-    phrase = resp.get_json()["passphrase"]
     login = client.post("/followup", data={"csrf_token": csrf_token(client, "/followup"),
-                                           "passphrase": phrase, "pow": pow_token(client, "login")})
+                                           "passphrase": keys.passphrase,
+                                           "pow": pow_token(client, "login")})
     assert login.status_code == 302
 
 

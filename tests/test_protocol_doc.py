@@ -25,12 +25,15 @@ from support import (
     REPO,
     FrozenClock,
     api_payload,
+    browser_derive,
+    browser_login,
     csrf_from_html,
     csrf_token,
     file_report,
     make_app,
     post_api,
     post_form,
+    random_browser_keys,
     source_login,
 )
 from werkzeug.test import TestResponse
@@ -44,7 +47,7 @@ from whistle.core.crypto import (
     seal_envelope,
 )
 from whistle.core.crypto.stream import CHUNK_SIZE, STREAM_ABYTES, STREAM_HEADER_BYTES
-from whistle.core.passphrase import WORDS, normalise, wordlist
+from whistle.core.passphrase import issued_word_counts, normalise, word_count, wordlist
 from whistle.server import limits
 from whistle.server.config import load_config
 
@@ -146,7 +149,8 @@ def test_protocol_doc_limits_match_the_code(app: Flask) -> None:
         "stream_chunk_bytes": CHUNK_SIZE,
         "stream_header_bytes": STREAM_HEADER_BYTES,
         "stream_chunk_overhead_bytes": STREAM_ABYTES,
-        "passphrase_words": WORDS,
+        "passphrase_words_es": word_count("es"),
+        "passphrase_words_en": word_count("en"),
         "wordlist_es_words": len(wordlist("es")),
         "wordlist_en_words": len(wordlist("en")),
         "session_cookie": app.config["SESSION_COOKIE_NAME"],
@@ -158,6 +162,8 @@ def test_protocol_doc_limits_match_the_code(app: Flask) -> None:
     waits = [int(w) for w in documented.pop("backoff_waits_seconds").split(",")]
     assert waits == [limits.backoff_wait(n) for n in range(1, len(waits) + 1)]
     assert waits[-1] == limits.BACKOFF_CAP_SECONDS
+    issued = [int(n) for n in documented.pop("passphrase_words_issued").split(",")]
+    assert issued == sorted(issued_word_counts())
     # Nothing in the block goes unchecked, and nothing checked is missing from it.
     assert set(documented) == set(expected)
     for name, value in expected.items():
@@ -226,10 +232,16 @@ def _file(data: bytes) -> tuple[io.BytesIO, str, str]:
     return io.BytesIO(data), "part.bin", "application/octet-stream"
 
 
+def _keys() -> dict[str, str]:
+    """The key fields of a report, for keys nobody will log in with."""
+    return random_browser_keys().key_fields()
+
+
 def _report_answers(app: Flask, client: FlaskClient) -> dict[tuple[str, int, str], TestResponse]:
     """Provoke the rows of ``POST /api/v1/reports`` that need no special server."""
     sealed_max = int(doc_limits()["sealed_envelope_max_bytes"])
     junk = b"\0" * 1024 + b"\0" * SEAL_OVERHEAD
+    taken = _keys()
     cases: dict[tuple[str, int, str], Callable[[], TestResponse]] = {
         ("", 201, ""): lambda: post_api(client, api_payload(app.extensions["whistle"].unit_key,
                                                              "hola", [("a.txt", "text/plain", b"x")])),
@@ -246,7 +258,13 @@ def _report_answers(app: Flask, client: FlaskClient) -> dict[tuple[str, int, str
         ("", 400, "pow_malformed"): lambda: _post(client, "/api/v1/reports", {"report": _file(junk)},
                                                   headers={"X-Whistle-PoW": "not.a.proof"}),
         ("exact", 201, ""): lambda: _post(client, "/api/v1/reports",
-                                          {"report": _file(b"\0" * sealed_max)}),
+                                          {"report": _file(b"\0" * sealed_max)} | taken),
+        ("taken", 409, "passphrase_taken"): lambda: _post(client, "/api/v1/reports",
+                                                          {"report": _file(junk)} | taken),
+        ("", 400, "missing_keys"): lambda: _post(client, "/api/v1/reports", {
+            "report": _file(junk), "login_hash": taken["login_hash"]}),
+        ("", 400, "bad_keys"): lambda: _post(client, "/api/v1/reports", {
+            "report": _file(junk), **_keys(), "source_public_key": "A" * 43 + "="}),
         ("over", 413, "too_large"): lambda: _post(client, "/api/v1/reports",
                                                   {"report": _file(b"\0" * (sealed_max + 1024))}),
         ("parts", 413, "too_large"): lambda: _post(client, "/api/v1/reports", {
@@ -313,7 +331,47 @@ def test_protocol_doc_message_answers_match(app: Flask, client: FlaskClient) -> 
     _check(_post(client, "/api/v1/messages", {"message": _file(junk), "attachment": _file(b"\0")},
                  token=token), endpoint, 400, "bad_attachment")
     _check(_post(client, "/api/v1/messages", {"message": _file(_sealed(app, "message"))},
-                 token=token), endpoint, 201, "")
+                 token=token), endpoint, 400, "bad_seq")
+    _check(_post(client, "/api/v1/messages", {"message": _file(_sealed(app, "message")),
+                                              "seq": "3"}, token=token), endpoint, 409, "stale_seq")
+    _check(_post(client, "/api/v1/messages", {"message": _file(_sealed(app, "message")),
+                                              "seq": "2"}, token=token), endpoint, 201, "")
+
+
+def test_protocol_doc_login_answers_match(app: Flask, client: FlaskClient) -> None:
+    """``POST /api/v1/login``: each documented answer, provoked (the 429 after the free
+    failures: the backoff of 5.4)."""
+    endpoint = "POST /api/v1/login"
+    keys = browser_derive(client)
+    assert post_api(client, api_payload(app.extensions["whistle"].unit_key, "hola", [],
+                                        keys=keys)).status_code == 201
+    _check(browser_login(client, keys.login_key, token=""), endpoint, 400, "csrf")
+    _check(browser_login(client, "AAAA"), endpoint, 400, "bad_login_key")
+    free = int(doc_limits()["backoff_free_failures"])
+    for _ in range(free + 1):
+        _check(browser_login(client, bytes(range(32))), endpoint, 400, "wrong_passphrase")
+    _check(browser_login(client, keys.login_key), endpoint, 429, "http_429")
+    other = app.test_client()
+    _check(browser_login(other, keys.login_key), endpoint, 200, "")
+
+
+def test_protocol_doc_params_and_wordlist_answers_match(client: FlaskClient) -> None:
+    _check(client.get("/api/v1/params"), "GET /api/v1/params", 200, "")
+    _check(client.get("/api/v1/wordlist/xx"), "GET /api/v1/wordlist/<lang>", 404, "http_404")
+    _row("GET /api/v1/wordlist/<lang>", 200, "")
+    example = re.search(r"```json\n\s*(\{\"v\": 2,.*?)```", _section("5.2 Filing"), re.DOTALL)
+    assert example, "5.2 shows no example of /api/v1/params"
+    served = client.get("/api/v1/params").get_json()
+    # The example's shape is the answer's: the same keys at every level.
+    shape = re.sub(r"B64\(16\)|HEX|T\b|M_BYTES", "0", example.group(1))
+    documented = json.loads(shape)
+    assert set(documented) == set(served)
+    assert set(documented["argon2"]) == set(served["argon2"])
+    for lang in ("es", "en"):
+        assert set(documented["passphrase"][lang]) == set(served["passphrase"][lang])
+        assert documented["passphrase"][lang]["words"] == word_count(lang)
+        assert documented["passphrase"][lang]["list_size"] == len(wordlist(lang))
+        assert documented["passphrase"][lang]["url"] == served["passphrase"][lang]["url"]
 
 
 def test_protocol_doc_quota_and_length_answers_match(environ: dict[str, str], tmp_path: Path) -> None:
@@ -325,7 +383,7 @@ def test_protocol_doc_quota_and_length_answers_match(environ: dict[str, str], tm
     stream = b"\0" * 600_000  # a plausible stream length: (n - 24) mod 65553 >= 17
 
     def payload() -> dict[str, object]:
-        return {"report": _file(_sealed(app)), "attachment": _file(stream)}
+        return {"report": _file(_sealed(app)), "attachment": _file(stream)} | _keys()
 
     _check(_post(client, "/api/v1/reports", payload(), headers={"Transfer-Encoding": "chunked"}),
            endpoint, 411, "length_required")

@@ -19,6 +19,7 @@ from flask import Flask
 from support import (
     Workstation,
     api_payload,
+    browser_derive,
     form_tokens,
     post_api,
     post_form,
@@ -61,13 +62,17 @@ def hostile(app: Flask, tmp_path: Path) -> Hostile:
     for body, name in (("real two", "b.txt"), ("swapped three", "c.txt"), ("swapped four", "d.txt"),
                        ("truncated seven", "g.bin")):
         assert post_api(app.test_client(), api_payload(unit, body, one(name))).status_code == 201
-    # Junk of a plausible sealed size: the server cannot tell, and answers 201 with a passphrase.
+    # Junk of a plausible sealed size, with well-formed keys: the server cannot tell, and
+    # answers 201.
     junk = os.urandom(1072)
     source = app.test_client()
-    resp = post_api(source, {"report": (io.BytesIO(junk), "report.bin", "application/octet-stream")})
+    keys = browser_derive(source)
+    resp = post_api(source, {"report": (io.BytesIO(junk), "report.bin", "application/octet-stream"),
+                             **keys.key_fields()})
     assert resp.status_code == 201
-    # Its sender comes back and adds a message that does open (sealed by the server).
-    source_login(source, resp.get_json()["passphrase"])
+    # Its sender comes back (JavaScript off) and adds a message that does open (sealed by the
+    # server, bound to the case).
+    source_login(source, keys.passphrase)
     assert source.post("/case", data={**form_tokens(source, "/case"),
                                       "body": "follow-up of the junk"},
                        content_type="multipart/form-data").status_code == 302

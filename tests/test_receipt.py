@@ -45,7 +45,7 @@ def test_receipt_form_post_redirects_to_receipt_shown_once(client: FlaskClient, 
     first = client.get("/receipt")
     html = first.get_data(as_text=True)
     phrase = PASSPHRASE_RE.search(html).group(1)  # type: ignore[union-attr]
-    assert len(phrase.split()) == 7
+    assert len(phrase.split()) == 8  # Spanish: 8 words (docs/protocol.md section 4)
     assert first.headers["Cache-Control"] == "no-store"
     # A reload (or a visit from history) never shows it again and never files again.
     again = client.get("/receipt").get_data(as_text=True)
@@ -124,18 +124,15 @@ def test_receipt_page_waits_while_the_first_post_is_filing(client: FlaskClient, 
     assert 'id="receipt-filing"' in html and 'http-equiv="refresh"' in html
 
 
-def test_receipt_api_answer_carries_a_receipt_url_for_the_language_links(
-    client: FlaskClient, app: Flask, workstation: Workstation
-) -> None:
+def test_receipt_none_on_the_api_path(client: FlaskClient, app: Flask,
+                                      workstation: Workstation) -> None:
+    """The browser drew the passphrase and shows it from memory: the API answer has no passphrase
+    and no receipt_url, and the server keeps no receipt for it (/receipt says it is gone)."""
     answer = post_api(client, api_payload(workstation.secret_key.public_key, "Por API", []))
-    body = answer.get_json()
-    assert answer.status_code == 201 and body["receipt_url"].startswith("/receipt?show=")
-    assert body["passphrase"] not in body["receipt_url"]
-    page = client.get(body["receipt_url"] + "&lang=en").get_data(as_text=True)
-    assert PASSPHRASE_RE.search(page).group(1) == body["passphrase"]  # type: ignore[union-attr]
-    assert "encrypted in your browser" in page
-    again = client.get(body["receipt_url"] + "&lang=en").get_data(as_text=True)
-    assert 'id="receipt-gone"' in again
+    assert answer.status_code == 201 and answer.get_json() == {"ok": True, "channel": "browser"}
+    with client.session_transaction() as session:
+        assert "receipt" not in session
+    assert 'id="receipt-gone"' in client.get("/receipt").get_data(as_text=True)
 
 
 def test_receipt_case_message_second_post_stores_once(client: FlaskClient, app: Flask) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,16 +16,19 @@ from sqlalchemy import func, select
 from support import (
     Workstation,
     api_payload,
+    b64,
+    browser_derive,
     csrf_token,
     export_and_decrypt,
     post_api,
     post_form,
+    random_browser_keys,
     report_folders,
 )
 
 from whistle import create_app
 from whistle.core.crypto import open_envelope
-from whistle.core.passphrase import normalise, wordlist
+from whistle.core.passphrase import derive, normalise, word_count, wordlist
 from whistle.server.config import load_config
 from whistle.server.instance import load_or_create_secrets
 from whistle.server.models import Attachment, Blob, BlobChunk, Item, Report
@@ -70,7 +74,7 @@ def test_form_submission_roundtrip_recovers_text_and_files(
     match = PASSPHRASE_RE.search(html)
     assert match, "receipt page shows no passphrase"
     words = match.group(1).split()
-    assert len(words) == 7 and all(w in wordlist("es") for w in words)
+    assert len(words) == word_count("es") and all(w in wordlist("es") for w in words)
     assert "encrypted on the server" in html or "cifr" in html.lower()
 
     with app.extensions["whistle"].sessions() as s:
@@ -97,21 +101,64 @@ def test_api_submission_roundtrip_recovers_text_and_files(
 ) -> None:
     data = os.urandom(3 * 65536 + 5)
     body = "Medicamentos no entregados en el dispensario. Canario-AP1-5512"
+    keys = browser_derive(client, lang="en")
     payload = api_payload(workstation.secret_key.public_key, body,
-                          [("foto.jpg", "image/jpeg", data), ("vacío.txt", "text/plain", b"")])
+                          [("foto.jpg", "image/jpeg", data), ("vacío.txt", "text/plain", b"")],
+                          keys=keys)
     resp = post_api(client, payload | {"lang": "en"})
     assert resp.status_code == 201, resp.get_data(as_text=True)
-    phrase = resp.get_json()["passphrase"]
-    assert len(phrase.split()) == 7 and all(w in wordlist("en") for w in phrase.split())
+    # No passphrase in the answer: the server never had it.
+    assert resp.get_json() == {"ok": True, "channel": "browser"}
+    assert keys.passphrase not in resp.get_data(as_text=True)
 
     with app.extensions["whistle"].sessions() as s:
-        assert s.scalars(select(Report)).one().channel == "browser"
+        report = s.scalars(select(Report)).one()
+        assert report.channel == "browser"
+        # What the browser derived is what the server would have: the passphrase logs in on
+        # the form path too.
+        server = derive(keys.passphrase, app.extensions["whistle"].secrets.argon2)
+        assert report.login_hash == keys.login_hash == server.login_hash
+        assert report.source_public_key == keys.public_key == server.public_key_bytes
+        assert server.case_tag == keys.case_tag
 
     out = export_and_decrypt(app, workstation, tmp_path)
     (folder,) = report_folders(out)
     assert body in (folder / "report.txt").read_text(encoding="utf-8")
     assert (folder / "attachments" / "foto.jpg").read_bytes() == data
     assert (folder / "attachments" / "vacío.txt").read_bytes() == b""
+
+
+def test_api_submission_runs_no_argon2_on_the_server(
+    client: FlaskClient, app: Flask, workstation: Workstation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The JavaScript path derives in the browser: with every server-side derivation made to
+    fail, a report is still filed (and the browser's login works, test_followup.py)."""
+    from whistle.core import passphrase
+
+    keys = browser_derive(client)  # the "browser": libsodium in this process, before the patch
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("argon2 ran on the server")
+
+    monkeypatch.setattr(app.extensions["whistle"].gate, "derive", refuse)
+    monkeypatch.setattr(app.extensions["whistle"].gate, "slot", refuse)
+    monkeypatch.setattr(passphrase, "derive", refuse)
+    monkeypatch.setattr(passphrase, "hash_secret_raw", refuse)
+    resp = post_api(client, api_payload(workstation.secret_key.public_key, "Sin argon2", [],
+                                        keys=keys))
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    assert counts(app)[:2] == (1, 1)
+
+
+def test_api_submission_sealed_envelope_is_v2_bound_to_the_keys(
+    client: FlaskClient, app: Flask, workstation: Workstation
+) -> None:
+    keys = random_browser_keys()
+    payload = api_payload(workstation.secret_key.public_key, "Atado", [], keys=keys)
+    sealed = payload["report"][0].getvalue()  # type: ignore[index]
+    assert post_api(client, payload).status_code == 201
+    envelope = open_envelope(sealed, workstation.secret_key)
+    assert envelope.version == 2 and envelope.binding == keys.binding(1)
 
 
 def test_api_stores_sealed_envelope_unchanged(
@@ -134,6 +181,21 @@ def test_api_stores_sealed_envelope_unchanged(
     (lambda p: p.update(report="not a file part"), 400, "bad_report"),
     (lambda p: p.update(attachment=[(io.BytesIO(b"short"), "a.bin")]), 400, "bad_attachment"),
     (lambda p: p.update(report=(io.BytesIO(b"\0" * (1024 * 1024 + 1072)), "r.bin")), 413, "too_large"),
+    (lambda p: p.pop("login_hash"), 400, "missing_keys"),
+    (lambda p: p.pop("source_public_key"), 400, "missing_keys"),
+    (lambda p: p.update(login_hash=""), 400, "bad_keys"),
+    (lambda p: p.update(login_hash=p["login_hash"][:-4]), 400, "bad_keys"),
+    (lambda p: p.update(login_hash=p["login_hash"].rstrip("=")), 400, "bad_keys"),
+    (lambda p: p.update(source_public_key="A" * 44), 400, "bad_keys"),  # not canonical (no "=")
+    (lambda p: p.update(source_public_key="A" * 43 + "="), 400, "bad_keys"),  # all zeros
+    (lambda p: p.update(login_hash="A" * 43 + "="), 400, "bad_keys"),
+    (lambda p: p.update(source_public_key=b64(b"\1" + b"\0" * 31)), 400, "bad_keys"),  # small order
+    (lambda p: p.update(source_public_key=b64(os.urandom(31)) + "AA"), 400, "bad_keys"),
+    (lambda p: p.update(source_public_key=p["source_public_key"].replace("+", "-").replace("/", "_")
+                        if ("+" in p["source_public_key"] or "/" in p["source_public_key"])
+                        else "-" * 43 + "="), 400, "bad_keys"),  # URL-safe alphabet
+    (lambda p: p.update(login_hash=" " + p["login_hash"][1:]), 400, "bad_keys"),
+    (lambda p: p.update(login_hash=b64(os.urandom(48))), 400, "bad_keys"),
 ])
 def test_api_bad_input_gets_clear_4xx_and_stores_nothing(
     client: FlaskClient, app: Flask, workstation: Workstation, mutate, status: int, code: str  # type: ignore[no-untyped-def]
@@ -204,27 +266,83 @@ def test_passphrase_normalisation_matches_receipt_words(client: FlaskClient) -> 
     assert normalise("  " + phrase.upper().replace(" ", "   ") + " ") == phrase
 
 
-@pytest.mark.parametrize("path", ["/api/v1/reports", "/submit"])
 def test_source_intake_failure_answers_500_and_stores_nothing_more(
-    client: FlaskClient, app: Flask, workstation: Workstation, monkeypatch: pytest.MonkeyPatch,
-    path: str,
+    client: FlaskClient, app: Flask, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The intake's exceptions are mapped to HTTP in one place (common.intake_failed): every fresh
-    passphrase taken is a 500 (JSON on the API, the error page on the form) and nothing is stored."""
+    passphrase taken is a 500 (the error page on the form) and nothing is stored."""
     from whistle.server import intake
 
-    payload = api_payload(workstation.secret_key.public_key, "Primero", [])
-    taken = post_api(client, payload).get_json()["passphrase"]
+    taken = PASSPHRASE_RE.search(post_form(client, "Primero", []).get_data(as_text=True)).group(1)  # type: ignore[union-attr]
     before = counts(app)
     monkeypatch.setattr(intake, "generate", lambda lang: taken)
-    if path == "/submit":
-        resp = post_form(client, "Segundo", [])
-        assert resp.status_code == 500 and resp.mimetype == "text/html"
-    else:
-        resp = post_api(client, api_payload(workstation.secret_key.public_key, "Segundo", []))
-        assert resp.status_code == 500 and resp.get_json()["error"] == "http_500"
+    resp = post_form(client, "Segundo", [])
+    assert resp.status_code == 500 and resp.mimetype == "text/html"
     assert taken not in resp.get_data(as_text=True)
     assert counts(app) == before
+
+
+def test_api_taken_login_hash_answers_409_and_stores_nothing(
+    client: FlaskClient, app: Flask, workstation: Workstation
+) -> None:
+    """A login hash already stored (the browser drew a passphrase in use, or posts twice) is
+    ``409 passphrase_taken`` with nothing stored; the browser draws again and files."""
+    unit = workstation.secret_key.public_key
+    keys = random_browser_keys()
+    assert post_api(client, api_payload(unit, "Primero", [], keys=keys)).status_code == 201
+    before = counts(app)
+    again = api_payload(unit, "Segundo", [("a.txt", "text/plain", b"adjunto")],
+                        keys=replace(random_browser_keys(), login_key=keys.login_key))
+    resp = post_api(client, again)
+    assert resp.status_code == 409
+    assert resp.get_json()["error"] == "passphrase_taken" and resp.get_json()["message"]
+    assert counts(app) == before
+    assert post_api(client, api_payload(unit, "Segundo", [])).status_code == 201
+
+
+def test_api_params_publish_the_derivation(client: FlaskClient, app: Flask) -> None:
+    """Everything the browser needs to derive as the server does, and nothing secret."""
+    resp = client.get("/api/v1/params")
+    assert resp.status_code == 200 and resp.headers["Cache-Control"] == "public, max-age=3600"
+    params = app.extensions["whistle"].secrets.argon2
+    assert resp.get_json() == {
+        "v": 2,
+        "argon2": {"alg": "argon2id13", "salt": b64(params.salt), "opslimit": params.time_cost,
+                   "memlimit": params.memory_cost_kib * 1024, "bytes": 64},
+        "case_tag_context": "whistle-case-tag-v2",
+        "passphrase": {lang: {"words": word_count(lang), "list_size": len(wordlist(lang)),
+                              "sha256": resp.get_json()["passphrase"][lang]["sha256"],
+                              "url": f"/api/v1/wordlist/{lang}"} for lang in ("es", "en")},
+    }
+
+
+@pytest.mark.parametrize("lang", ["es", "en"])
+def test_api_wordlist_served_bytes_match_params(client: FlaskClient, lang: str) -> None:
+    import hashlib
+
+    listing = client.get("/api/v1/params").get_json()["passphrase"][lang]
+    resp = client.get(listing["url"])
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert resp.headers["Cache-Control"] == "public, max-age=86400"
+    data = resp.get_data()
+    assert hashlib.sha256(data).hexdigest() == listing["sha256"]
+    assert data.endswith(b"\n") and b"\r" not in data
+    assert tuple(data.decode("utf-8").split("\n")[:-1]) == wordlist(lang)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/wordlist/fr", "/api/v1/wordlist/", "/api/v1/wordlist/en_eff"])
+def test_api_wordlist_unknown_language_is_404(client: FlaskClient, path: str) -> None:
+    resp = client.get(path)
+    assert resp.status_code == 404 and resp.get_json()["error"] == "http_404"
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+def test_unit_key_api_carries_the_signing_key(client: FlaskClient, workstation: Workstation) -> None:
+    data = client.get("/api/v1/unit-key").get_json()
+    verify = workstation.signing_key.verify_key
+    assert data["signing_public_key"] == verify.to_base64()
+    assert data["signing_fingerprint"] == verify.fingerprint()
 
 
 def test_source_api_answer_names_the_channel(client: FlaskClient, workstation: Workstation) -> None:

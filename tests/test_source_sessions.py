@@ -8,6 +8,7 @@ client); the real Redis test runs where WHISTLE_TEST_REDIS is set (CI's second r
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -62,10 +63,11 @@ def test_source_sessions_redis_commands_use_absolute_rounded_expiry() -> None:
     store = RedisSourceSessionStore("redis://127.0.0.1:1/0", "whistle:test:")  # never connects
     fake = _Recorder()
     store._redis = fake  # type: ignore[assignment]
-    key = UnitSecretKey.generate()
-    token = store.open("a" * 16, key)
+    key, tag = UnitSecretKey.generate(), os.urandom(16)
+    token = store.open("a" * 16, key, tag)
     found = store.get(token)
-    assert found is not None and found[0] == "a" * 16 and found[1].encode() == key.encode()
+    assert found is not None and found.report_id == "a" * 16 and found.case_tag == tag
+    assert found.secret_key is not None and found.secret_key.encode() == key.encode()
     assert [name for name, _ in fake.calls][:2] == ["set", "getex"]
     for _name, kwargs in fake.calls:
         # Only EXAT: EX/PX would make Redis store now + idle to the millisecond.
@@ -81,7 +83,7 @@ def test_source_sessions_real_redis_expiry_on_bucket_grid() -> None:
 
     store = RedisSourceSessionStore(TEST_REDIS, f"whistle:test-{secrets.token_hex(4)}:")
     client = store._redis
-    token = store.open("b" * 16, UnitSecretKey.generate())
+    token = store.open("b" * 16, UnitSecretKey.generate(), os.urandom(16))
     try:
         (name,) = list(client.scan_iter(match=store._prefix + "*"))
         # PEXPIRETIME (Redis 7): the absolute expiry Redis holds, in milliseconds.
@@ -93,3 +95,38 @@ def test_source_sessions_real_redis_expiry_on_bucket_grid() -> None:
         store.close(token)
     # Logout leaves nothing of the source behind.
     assert list(client.scan_iter(match=store._prefix + "*")) == []
+
+
+def test_source_sessions_server_and_browser_entries() -> None:
+    """A server session keeps the secret key and case tag (encrypted, only with the cookie's
+    token); a browser session nothing but the report id. Anything half-way is refused."""
+    from whistle.server.source_sessions import MemorySourceSessionStore
+
+    store = MemorySourceSessionStore()
+    key, tag = UnitSecretKey.generate(), os.urandom(16)
+    server = store.get(store.open("c" * 16, key, tag))
+    assert server is not None and not server.browser and server.case_tag == tag
+    assert server.secret_key is not None and server.secret_key.encode() == key.encode()
+    browser = store.get(store.open("d" * 16))
+    assert browser is not None and browser.browser and browser == ("d" * 16, None, None)
+    # Neither the key nor the tag is in the store in the clear.
+    for entry in store._entries.values():
+        assert key.encode() not in entry.sealed and tag not in entry.sealed
+    with pytest.raises(ValueError):
+        store.open("e" * 16, key)
+    with pytest.raises(ValueError):
+        store.open("e" * 16, None, tag)
+    with pytest.raises(ValueError):
+        store.open("e" * 16, key, tag[:8])
+
+
+def test_source_sessions_entry_from_before_case_tags_is_gone() -> None:
+    """An entry written before case tags (report id and key only: a server upgraded while a
+    source was logged in) is no session: the source logs in again, never a session without tag."""
+    from whistle.server.source_sessions import MemorySourceSessionStore
+
+    store = MemorySourceSessionStore()
+    token = store.open("f" * 16)
+    lookup, box = store._box(token)
+    store._put(lookup, bytes(box.encrypt(b"f" * 16 + b"\0" + UnitSecretKey.generate().encode())))
+    assert store.get(token) is None

@@ -177,6 +177,8 @@ def test_decrypt_command_report_txt_spanish_by_default(corruption_bundle: Path, 
     assert re.fullmatch(r"Fecha: \d{4}-\d\d-\d\d", head[1])
     assert head[2:] == ["Categoría: Corrupción",
                         "Canal: Navegador (cifrado en el navegador antes del envío)",
+                        "Vínculo: comprobado (elemento 1 del caso; su clave de la fuente es la "
+                        "del manifiesto)",
                         "Adjuntos: attachments/recibo.pdf"]
 
 
@@ -188,6 +190,8 @@ def test_decrypt_command_report_txt_in_english_on_request(corruption_bundle: Pat
     assert head[0] == f"Report {folder.name}" and head[1].startswith("Date: ")
     assert head[2:] == ["Category: Corruption",
                         "Channel: Browser (encrypted in the browser before sending)",
+                        "Binding: checked (item 1 of the case; its source key matches the "
+                        "manifest's)",
                         "Attachments: attachments/recibo.pdf"]
 
 

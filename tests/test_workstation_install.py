@@ -188,3 +188,49 @@ def test_workstation_server_command_in_workstation_install_fails_in_one_line(tmp
     assert result.returncode == 1
     assert result.stderr.startswith("whistle: this is a server command"), result.stderr
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+
+
+# The casebook's web UI (whistle casebook serve) is the one workstation part with a web stack:
+# Flask, Flask-WTF and Flask-Babel and what they are built on (requirements-casebook.txt).
+CASEBOOK_UI_IMPORTS = WORKSTATION_IMPORTS | {"flask", "werkzeug", "jinja2", "markupsafe",
+                                             "itsdangerous", "blinker", "click", "flask_wtf",
+                                             "wtforms", "flask_babel", "babel", "pytz"}
+
+
+def test_workstation_casebook_commands_import_no_server_module(
+    app: Flask, client: FlaskClient, workstation: Workstation, tmp_path: Path
+) -> None:
+    """import, replies, quarantine and export-case load nothing of the server and no web library;
+    the web UI's module loads no server module and only the libraries the casebook lists."""
+    _, report_id = _bundle(app, client, tmp_path / "bundle.zip")
+    key = ["--key", str(workstation.key_file), "--passphrase-file", str(workstation.passphrase_file)]
+    book = ["--casebook", str(tmp_path / "cb")]
+    commands = {
+        "import": ["casebook", "import", "bundle.zip", *key, *book],
+        "quarantine": ["casebook", "quarantine", *book],
+        "export-case": ["casebook", "export-case", report_id, "--out", "legal", "--no-clean", *book],
+        "replies": ["casebook", "replies", "--out", "replies.json", *book],
+    }
+    for name, args in commands.items():
+        _, modules = _run_listing_modules(args, tmp_path)
+        tops = {m.partition(".")[0] for m in modules}
+        assert not tops & SERVER_ONLY, (name, sorted(tops & SERVER_ONLY))
+        assert not [m for m in modules if m.startswith("whistle.server")], name
+        extra = {t for t in tops - set(sys.stdlib_module_names) - WORKSTATION_IMPORTS
+                 if not t.startswith("__editable__")}
+        assert not extra, (name, sorted(extra))
+    code = ("import json, sys; import whistle.workstation.casebook.web, "
+            "whistle.workstation.casebook.web.views; print(json.dumps(sorted(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            env=wheelhouse.clean_env(), check=True, timeout=120)
+    modules = set(json.loads(result.stdout.splitlines()[-1]))
+    assert not [m for m in modules if m.startswith("whistle.server")]
+    tops = {m.partition(".")[0] for m in modules}
+    # _sysconfigdata_*: the standard library's own build data, loaded by sysconfig.
+    extra = {t for t in tops - set(sys.stdlib_module_names) - CASEBOOK_UI_IMPORTS
+             if not t.startswith(("__editable__", "_sysconfigdata_"))}
+    assert not extra, sorted(extra)
+    listed = {line.split(">")[0].split("=")[0].strip().lower().replace("-", "_")
+              for line in (wheelhouse.ROOT / "requirements-casebook.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    assert listed == {"flask", "flask_wtf", "flask_babel", "scikit_learn", "pygal"}

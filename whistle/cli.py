@@ -100,14 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_server("cmd_export"))
 
     p = sub.add_parser("reply", help="(workstation) seal a reply to a report's source")
-    p.add_argument("bundle", help="a bundle holding the report (for its source's public key)")
+    p.add_argument("bundle", help="a bundle holding the report itself (its key and case tag are "
+                                  "read from inside it)")
     p.add_argument("--report", required=True, help="report id (or its first 8+ characters)")
     p.add_argument("--text-file", required=True, help="UTF-8 text of the reply")
     p.add_argument("--out", required=True, help="replies file to create or add to")
     p.add_argument("--key", required=True,
                    help="the unit's encrypted private key file (unit.key): its signing key signs the reply")
     p.add_argument("--passphrase-file", help="file holding the key passphrase")
+    p.add_argument("--trust-server-key", action="store_true",
+                   help="for a report filed before protocol v2 only (it holds no source key): seal "
+                        "the reply to the key the bundle's manifest gives, which nothing can check")
     p.set_defaults(func=_workstation("cmd_reply"))
+
+    from whistle.workstation.casebook.cli import add_parser as add_casebook
+
+    add_casebook(sub, _lazy)
 
     p = sub.add_parser("import-replies", help="(server) import a replies file from the workstation")
     p.add_argument("replies")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from whistle.core.crypto import is_version
-from whistle.core.enums import Channel, ItemKind
+from whistle.core.enums import Channel, ItemKind, Outcome
 from whistle.core.errors import WhistleError
 from whistle.core.files import atomic_open
 
@@ -29,6 +29,8 @@ MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
 MAX_ATTACHMENT_BYTES = 64 * 1024**3
+# A report's reply count in the manifest: a reply's number must fit an envelope's seq.
+MAX_REPLIES = 2**31 - 2
 _HEX = re.compile(r"^[0-9a-f]{8,64}\Z")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 # A channel code (core.enums.Channel, or one a newer server added): short, printable, safe to
@@ -74,6 +76,12 @@ class BundleReport:
     channel: str
     source_public_key: str
     items: list[BundleItem] = field(default_factory=list)
+    # Replies the server held for the case at export time (docs/protocol.md section 6): where
+    # ``whistle reply`` starts numbering the next one. Optional when reading (0).
+    replies: int = 0
+    # Why the case was closed (core.enums.Outcome), None while it is open: the casebook's
+    # transparency file counts closed cases by outcome. Optional when reading (None).
+    outcome: str | None = None
 
 
 def envelope_member(item_id: str) -> str:
@@ -113,7 +121,8 @@ class BundleWriter:
         reports.append({
             "id": report.id, "received_on": report.received_on, "status": report.status,
             "channel": report.channel, "sealed_by": legacy_sealed_by(report.channel, "report"),
-            "source_public_key": report.source_public_key,
+            "source_public_key": report.source_public_key, "replies": report.replies,
+            "outcome": report.outcome,
             "items": [{
                 "id": item.id, "seq": item.seq, "kind": item.kind, "created_on": item.created_on,
                 "channel": item.channel, "sealed_by": legacy_sealed_by(item.channel, item.kind),
@@ -239,7 +248,8 @@ class BundleReader:
         report = BundleReport(
             id=rid, received_on=_date(raw, "received_on"), status=_str(raw, "status"),
             channel=_report_channel(raw),
-            source_public_key=_str(raw, "source_public_key"),
+            source_public_key=_str(raw, "source_public_key"), replies=_replies(raw),
+            outcome=_outcome(raw),
         )
         for rawitem in _list(raw, "items"):
             if not isinstance(rawitem, dict):
@@ -341,6 +351,24 @@ def _channel(doc: dict[str, object], kind: str) -> str | None:
     if sealed_by == "server":
         return Channel.SERVER_FORM.value
     raise BundleError(f"manifest field 'sealed_by' is not browser or server: {sealed_by[:20]!r}")
+
+
+def _replies(doc: dict[str, object]) -> int:
+    """A report's ``replies`` count: absent in bundles written before protocol v2 (0)."""
+    value = doc.get("replies", 0)
+    if type(value) is not int or not 0 <= value <= MAX_REPLIES:
+        raise BundleError("manifest field 'replies' is not a count")
+    return value
+
+
+def _outcome(doc: dict[str, object]) -> str | None:
+    """A report's ``outcome``: an Outcome code, or null (open, or a bundle written before it)."""
+    value = doc.get("outcome")
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in tuple(Outcome):
+        raise BundleError("manifest field 'outcome' is not an outcome code")
+    return value
 
 
 def _str(doc: dict[str, object], key: str) -> str:

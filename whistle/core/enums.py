@@ -41,6 +41,8 @@ class Channel(StrEnum):
 
     BROWSER = "browser"
     SERVER_FORM = "server-form"
+    # The WhatsApp bridge (whistle/server/whatsapp/): sealed in the bridge's memory on arrival.
+    WHATSAPP = "whatsapp"
 
 
 class Language(StrEnum):
@@ -89,6 +91,7 @@ _STAFF: Mapping[StrEnum, str] = {
     ItemKind.REPLY: N_("Reply from the unit"),
     Channel.BROWSER: N_("Browser"),
     Channel.SERVER_FORM: N_("Form without JavaScript"),
+    Channel.WHATSAPP: N_("WhatsApp"),
     Status.RECEIVED: N_("Received"),
     Status.ACKNOWLEDGED: N_("Acknowledged"),
     Status.INVESTIGATING: N_("Under investigation"),
@@ -122,6 +125,7 @@ _SOURCE: Mapping[StrEnum, str] = {
 SEALED_IN: Mapping[Channel, str] = {
     Channel.BROWSER: N_("encrypted in the browser before sending"),
     Channel.SERVER_FORM: N_("encrypted in server memory on arrival (JavaScript off)"),
+    Channel.WHATSAPP: N_("encrypted in server memory on arrival; Meta saw the number and the text"),
 }
 # The report categories of the institution's announcement, used when WHISTLE_CATEGORIES is not
 # set: (code, English label as a msgid). The server's configuration starts from this table; the
@@ -149,6 +153,9 @@ SPANISH: Mapping[str, str] = {
     "encrypted in the browser before sending": "cifrado en el navegador antes del envío",
     "encrypted in server memory on arrival (JavaScript off)":
         "cifrado en la memoria del servidor al llegar (JavaScript desactivado)",
+    "WhatsApp": "WhatsApp",
+    "encrypted in server memory on arrival; Meta saw the number and the text":
+        "cifrado en la memoria del servidor al llegar; Meta vio el número y el texto",
 }
 # Each language's name in itself: a language menu is read by those who cannot read the page's.
 LANGUAGE_NAMES: Mapping[Language, str] = {Language.ES: "Español", Language.EN: "English"}

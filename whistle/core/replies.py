@@ -2,10 +2,12 @@
 """Replies from the unit to a source: sealed and signed on the workstation, carried back in a
 replies file (docs/protocol.md, "Replies").
 
-The workstation seals each reply (a version-2 reply envelope naming its report and recipient) to
-the source's public key, signs the sealed bytes with the unit's signing key, and appends both to a
-replies file; the server imports that file. The reading side of this module needs no Flask; the
-import needs the database but no Flask either (``whistle import-replies``).
+The workstation seals each reply (a version-3 reply envelope naming its report, the case tag, the
+reply's number and the recipient; version 2, without tag and number, only for a report filed
+before protocol v2) to the source's public key, signs the sealed bytes with the unit's signing
+key, and appends both to a replies file; the server imports that file. The reading side of this
+module needs no Flask; the import needs the database but no Flask either
+(``whistle import-replies``).
 
 Replies file (UTF-8 JSON)::
 
@@ -21,21 +23,25 @@ version 1 (unsigned), is refused as a whole.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nacl.exceptions
 from nacl.public import SealedBox
 
 from whistle.core.crypto import (
+    BOUND_REPLY_VERSION,
     ENVELOPE_BLOCK,
     MAX_BODY_CHARS,
     SEAL_OVERHEAD,
     SIGNATURE_BYTES,
+    Binding,
     DecryptionError,
+    Envelope,
     EnvelopeFormatError,
     KeyFormatError,
     SignatureError,
@@ -102,60 +108,109 @@ def reply_signed_bytes(report_id: str, recipient: bytes, sealed: bytes) -> bytes
 
 @dataclass(frozen=True)
 class ReplyEnvelope:
-    """A decrypted version-2 reply: the text, and the report and recipient it was written for."""
+    """A decrypted signed reply: the text, and the report and recipient it was written for.
+
+    With ``case_tag`` and ``seq`` it is a version-3 reply (bound to its case, docs/protocol.md
+    section 9.2); without them a version-2 one (signed, unbound: written only for a report filed
+    before protocol v2, with ``whistle reply --trust-server-key``).
+    """
 
     report_id: str
     recipient: bytes
     body: str
+    case_tag: bytes | None = field(default=None, repr=False)
+    seq: int | None = None
+
+    @property
+    def version(self) -> int:
+        """The envelope's ``v``: 3 when bound, else 2."""
+        return BOUND_REPLY_VERSION if self.case_tag is not None else REPLY_ENVELOPE_VERSION
+
+    def envelope(self) -> Envelope:
+        """The same reply as a :class:`Envelope`; raise :class:`RepliesError` when malformed."""
+        if (self.case_tag is None) != (self.seq is None):
+            raise RepliesError("a bound reply has both a case tag and a number")
+        try:
+            if self.case_tag is not None and self.seq is not None:
+                return Envelope(kind="reply", body=self.body, report_id=self.report_id,
+                                binding=Binding(self.case_tag, self.seq, self.recipient))
+            return Envelope(kind="reply", body=self.body, report_id=self.report_id,
+                            recipient=self.recipient)
+        except EnvelopeFormatError as exc:
+            raise RepliesError(str(exc)) from exc
 
     def to_bytes(self) -> bytes:
         """Compact JSON in protocol key order, padded with spaces to a multiple of 1024 bytes."""
         body = unicodedata.normalize("NFC", self.body)
         if len(body) > MAX_BODY_CHARS:
             raise RepliesError(f"a reply is longer than {MAX_BODY_CHARS} characters")
-        doc: dict[str, object] = {"v": REPLY_ENVELOPE_VERSION, "kind": "reply",
-                                  "report_id": self.report_id,
-                                  "source_public_key": b64encode(self.recipient),
-                                  "body": body, "pad": ""}
-        raw = _dumps(doc)
-        doc["pad"] = " " * (-len(raw) % ENVELOPE_BLOCK)
-        return _dumps(doc)
+        try:
+            return self.envelope().to_bytes()
+        except EnvelopeFormatError as exc:
+            raise RepliesError(str(exc)) from exc
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ReplyEnvelope:
-        """Parse a decrypted version-2 reply envelope; raise :class:`EnvelopeFormatError`."""
-        if len(raw) == 0 or len(raw) % ENVELOPE_BLOCK:
-            raise EnvelopeFormatError("envelope length is not a multiple of 1024 bytes")
-        try:
-            doc = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise EnvelopeFormatError("envelope is not UTF-8 JSON") from exc
-        if (not isinstance(doc, dict) or not is_version(doc.get("v"), REPLY_ENVELOPE_VERSION)
-                or doc.get("kind") != "reply"
-                or sorted(doc) != ["body", "kind", "pad", "report_id", "source_public_key", "v"]):
-            raise EnvelopeFormatError("not a version-2 reply envelope")
-        report_id, key, body, pad = doc["report_id"], doc["source_public_key"], doc["body"], doc["pad"]
-        if not all(isinstance(x, str) for x in (report_id, key, body, pad)) or pad.strip(" "):
-            raise EnvelopeFormatError("reply fields must be strings; pad only spaces")
-        try:
-            recipient = b64decode(key, size=32)
-        except KeyFormatError as exc:
-            raise EnvelopeFormatError(f"reply source_public_key: {exc}") from exc
-        return cls(report_id=report_id, recipient=recipient, body=body)
+        """Parse a decrypted version-2 or version-3 reply envelope; raise
+        :class:`EnvelopeFormatError` for anything else (a version-1 reply names no report)."""
+        envelope = Envelope.from_bytes(raw)
+        if envelope.kind != "reply" or envelope.version == 1:
+            raise EnvelopeFormatError("not a signed (version 2 or 3) reply envelope")
+        return cls.from_envelope(envelope)
+
+    @classmethod
+    def from_envelope(cls, envelope: Envelope) -> ReplyEnvelope:
+        """The reply fields of a parsed version-2 or version-3 reply envelope."""
+        key = envelope.source_public_key
+        if envelope.kind != "reply" or envelope.report_id is None or key is None:
+            raise EnvelopeFormatError("not a signed (version 2 or 3) reply envelope")
+        binding = envelope.binding
+        return cls(report_id=envelope.report_id, recipient=key, body=envelope.body,
+                   case_tag=binding.case_tag if binding else None,
+                   seq=binding.seq if binding else None)
 
 
-def _dumps(doc: dict[str, object]) -> bytes:
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+class OpenedReply(str):
+    """A verified, opened reply: its text (this object is the text itself, a ``str``, so callers
+    written before protocol v2 keep working), :attr:`body`, :attr:`seq` (the reply's number in
+    its case; None for a version-2 reply, which has none) and :attr:`version` (2 or 3)."""
+
+    seq: int | None
+    version: int
+
+    def __new__(cls, body: str, seq: int | None, version: int) -> OpenedReply:
+        """The reply text with its number and envelope version."""
+        opened = super().__new__(cls, body)
+        opened.seq = seq
+        opened.version = version
+        return opened
+
+    @property
+    def body(self) -> str:
+        """The reply's text, as a plain ``str``."""
+        return str.__str__(self)
+
+    def __repr__(self) -> str:
+        return f"OpenedReply(seq={self.seq!r}, version={self.version!r}, {len(self)} characters)"
 
 
-def seal_reply(text: str, report_id: str, recipient: UnitPublicKey,
-               signing_key: UnitSigningKey) -> SealedReply:
-    """Seal a version-2 reply envelope to the source's public key and sign it for that report."""
+def seal_reply(text: str, report_id: str, recipient: UnitPublicKey, signing_key: UnitSigningKey,
+               *, case_tag: bytes | None = None, seq: int | None = None) -> SealedReply:
+    """Seal a reply envelope to the source's public key and sign it for that report.
+
+    With ``case_tag`` and ``seq`` (the case's tag, from the decrypted report, and the reply's
+    number in the case) it is a version-3 reply, bound to its case: what every new reply is.
+    Without both it is a version-2 reply (signed, unbound): only for a report filed before
+    protocol v2 (``whistle reply --trust-server-key``) and for callers not yet moved over.
+    """
     if not text.strip():
         raise RepliesError("a reply cannot be empty")
     if not _HEX.match(report_id):
         raise RepliesError("bad report id")
-    envelope = ReplyEnvelope(report_id=report_id, recipient=recipient.encode(), body=text)
+    if (case_tag is None) != (seq is None):
+        raise RepliesError("a bound reply needs both the case tag and its number")
+    envelope = ReplyEnvelope(report_id=report_id, recipient=recipient.encode(), body=text,
+                             case_tag=case_tag, seq=seq)
     sealed = SealedBox(recipient.nacl_key).encrypt(envelope.to_bytes())
     signature = signing_key.sign(reply_signed_bytes(report_id, recipient.encode(), sealed))
     return SealedReply(report_id, recipient.encode(), sealed, signature)
@@ -173,12 +228,15 @@ def verify_reply(reply: SealedReply, verify_key: UnitVerifyKey) -> None:
                              f"key {verify_key.fingerprint()}") from exc
 
 
-def open_reply(reply: SealedReply, secret_key: UnitSecretKey, verify_key: UnitVerifyKey) -> str:
-    """Verify, open and check a reply; return its text.
+def open_reply(reply: SealedReply, secret_key: UnitSecretKey, verify_key: UnitVerifyKey, *,
+               case_tag: bytes | None = None) -> OpenedReply:
+    """Verify, open and check a reply; return its text, number and version.
 
-    Raises :class:`ReplyAuthError` when the signature fails or the envelope names another report
-    or recipient, :class:`DecryptionError` / :class:`EnvelopeFormatError` when a signed reply
-    does not open or parse. Never returns an unverified text."""
+    Raises :class:`ReplyAuthError` when the signature fails, the envelope names another report
+    or recipient, or (a version-3 reply, and ``case_tag`` given) carries another case tag;
+    :class:`DecryptionError` / :class:`EnvelopeFormatError` when a signed reply does not open or
+    parse. A version-2 reply (signed, unbound) opens with ``seq`` None: the caller decides
+    whether to show it. Never returns an unverified text."""
     verify_reply(reply, verify_key)
     try:
         raw = SealedBox(secret_key.nacl_key).decrypt(reply.sealed)
@@ -188,7 +246,11 @@ def open_reply(reply: SealedReply, secret_key: UnitSecretKey, verify_key: UnitVe
     if envelope.report_id != reply.report_id or envelope.recipient != reply.recipient:
         raise ReplyAuthError(f"reply to report {reply.report_id}: its envelope names another "
                              "report or recipient")
-    return envelope.body
+    if (case_tag is not None and envelope.case_tag is not None
+            and not hmac.compare_digest(envelope.case_tag, case_tag)):
+        raise ReplyAuthError(f"reply to report {reply.report_id}: its envelope carries another "
+                             "case's tag")
+    return OpenedReply(envelope.body, envelope.seq, envelope.version)
 
 
 def parse_replies(data: bytes) -> list[SealedReply]:

@@ -14,7 +14,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from whistle.core.passphrase import DerivationGate, GateBusyError
-from whistle.server import faults, i18n, limits, quotas, security
+from whistle.server import faults, i18n, limits, quotas, security, static_files
 from whistle.server.answers import error_response, wants_json
 from whistle.server.config import Config, load_config
 from whistle.server.db import make_sessionmaker
@@ -60,7 +60,8 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(
         __name__,
         template_folder=str(template_folder()),
-        static_folder=str(PACKAGE / "static"),
+        # Static files are served by static_files.py (content-hashed URLs, pre-compressed).
+        static_folder=None,
     )
     app.request_class = WhistleRequest
     app.config.update(
@@ -78,7 +79,6 @@ def create_app(config: Config | None = None) -> Flask:
         WTF_CSRF_SSL_STRICT=True,
         BABEL_DEFAULT_LOCALE=config.default_language,
         BABEL_TRANSLATION_DIRECTORIES=str(PACKAGE / "translations"),
-        SEND_FILE_MAX_AGE_DEFAULT=3600,
     )
     app.extensions["whistle"] = State(
         config=config,
@@ -97,6 +97,7 @@ def create_app(config: Config | None = None) -> Flask:
     babel.init_app(app, locale_selector=i18n.select_locale)
     i18n.init_app(app)
     security.init_app(app)
+    static_files.init_app(app, PACKAGE / "static")
     limits.init_app(app)
     # Upload quotas: first before_request of all, ahead of CSRF; 507 for a full disk.
     quotas.init_app(app)
@@ -108,13 +109,19 @@ def create_app(config: Config | None = None) -> Flask:
         app.register_blueprint(source_bp)
     if config.interface in ("all", "investigator"):
         app.register_blueprint(investigator_bp)
+    if config.interface == "whatsapp":
+        # The WhatsApp bridge's webhook only (whistle/server/whatsapp/, docs/whatsapp.md).
+        from whistle.server import whatsapp
+
+        whatsapp.init_app(app)
     _register_errors(app)
 
     @app.context_processor
     def _home() -> dict[str, str]:
         # The start page of whichever interface this process serves.
         home = "source.index" if "source" in app.blueprints else "investigator.case_list"
-        return {"home_url": url_for(home)}
+        # The WhatsApp interface has no pages: its error pages link nowhere.
+        return {"home_url": url_for(home) if home.partition(".")[0] in app.blueprints else "/"}
 
     @app.context_processor
     def _sign_fingerprint() -> dict[str, str]:

@@ -39,10 +39,13 @@ STATUS_CHANGE = "status_change"
 CASE_DELETE = "case_delete"
 BUNDLE_DOWNLOAD = "bundle_download"
 REPLIES_UPLOAD = "replies_upload"
+# Administration of the public site.
+TRANSPARENCY_UPLOAD = "transparency_upload"
 
 ACTIONS = frozenset({
     LOGIN, LOGIN_FAILED, LOGOUT, ACCOUNT_CREATE, ACCOUNT_DISABLE, ACCOUNT_ENABLE, TOTP_RESET,
     PASSWORD_RESET, STATUS_CHANGE, CASE_DELETE, BUNDLE_DOWNLOAD, REPLIES_UPLOAD,
+    TRANSPARENCY_UPLOAD,
 })
 # The actor of commands run on the server's console; parentheses cannot occur in account names.
 CLI_ACTOR = "(command line)"

@@ -213,13 +213,43 @@ def delete_case(session: Session, report_id: str, actor: str) -> None:
 
 
 def next_seq(session: Session, report_id: str) -> int:
+    """The next item's position in the case (report, messages and replies together: the
+    database's order of items, ``items.seq``)."""
     return (session.scalar(select(func.max(Item.seq)).where(Item.report_id == report_id)) or 0) + 1
 
 
+class StaleSeqError(CaseError):
+    """A message declared a source sequence number other than the case's next one (a page that
+    was open while another message was sent, or a replay); nothing was stored."""
+
+
+SOURCE_KINDS = (ItemKind.REPORT.value, ItemKind.MESSAGE.value)
+
+
+def next_source_seq(session: Session, report_id: str, *, lock: bool = True) -> int:
+    """The number the source's next message carries in its envelope (docs/protocol.md section 2):
+    the source's items of the case (the report and its messages; replies do not count) plus one.
+
+    With ``lock`` (for a writer) it takes the case's row lock first (``SELECT … FOR UPDATE``
+    where the database has it; SQLite has one writer at a time), so two messages sent at once
+    cannot both be given one number; a page that only shows the number needs none."""
+    if lock:
+        session.scalar(select(Report.id).where(Report.id == report_id).with_for_update())
+    count = session.scalar(select(func.count()).select_from(Item).where(
+        Item.report_id == report_id, Item.kind.in_(SOURCE_KINDS)))
+    return (count or 0) + 1
+
+
 def add_message(session: Session, report_id: str, sealed: bytes, attachments: Iterable[ChunkSource],
-                channel: Channel) -> Item:
-    """A source's follow-up message (sealed to the unit) on its own case, as it came in."""
+                channel: Channel, *, seq: int | None = None) -> Item:
+    """A source's follow-up message (sealed to the unit) on its own case, as it came in.
+
+    ``seq`` is the source sequence number the sealed envelope declares; it must be the case's
+    :func:`next_source_seq`, else :class:`StaleSeqError` and nothing is stored. None only where
+    nothing was declared (tests, tools filing legacy items)."""
     report = get_case(session, report_id)
+    if seq is not None and seq != next_source_seq(session, report_id):
+        raise StaleSeqError("the message's number is not the case's next one")
     item = add_item(session, report, seq=next_seq(session, report_id), kind=ItemKind.MESSAGE,
                     sealed_envelope=sealed, attachments=attachments, channel=channel)
     report.updated_on = today()
@@ -267,8 +297,10 @@ def import_replies(session: Session, replies: list[SealedReply], actor: str,
 
 
 def reply_items(report: Report) -> list[Item]:
+    """The case's replies, in the order they were stored."""
     return [i for i in report.items if i.kind == ItemKind.REPLY]
 
 
 __all__ = ["CaseError", "CasePage", "CaseRow", "Deadlines", "FILTERS", "ReplyRefusedError", "SORTS",
-           "add_message", "delete_case", "get_case", "import_replies", "list_cases", "set_status"]
+           "StaleSeqError", "add_message", "delete_case", "get_case", "import_replies", "list_cases",
+           "next_source_seq", "set_status"]

@@ -12,9 +12,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from whistle.core.enums import DEFAULT_CATEGORIES, Language
 from whistle.core.errors import WhistleError
+from whistle.core.questionnaire import Questionnaire, QuestionnaireError, load_questionnaire
+
+if TYPE_CHECKING:
+    from whistle.server.whatsapp.settings import WhatsAppSettings
 
 # The default category labels (one table with the workstation's, in core.enums) are translated at
 # request time in :mod:`whistle.server.i18n`.
@@ -93,6 +98,10 @@ class Config:
     # Which pages this process serves: "all" on one machine; in production the source onion
     # service and the investigator onion service (client authorisation) run separate processes.
     interface: str = "all"
+    # The structured questions of the submission form (WHISTLE_QUESTIONNAIRE; whistle's default).
+    questionnaire: Questionnaire = field(default_factory=lambda: load_questionnaire(None), compare=False)
+    # The WhatsApp bridge's settings (WHISTLE_WHATSAPP_*), only with WHISTLE_INTERFACE=whatsapp.
+    whatsapp: WhatsAppSettings | None = None
 
     @property
     def key_dir(self) -> Path:
@@ -218,6 +227,25 @@ def redis_url(storage_url: str) -> str | None:
     return None
 
 
+def _questionnaire(environ: Mapping[str, str], base: Path,
+                   categories: tuple[tuple[str, str], ...]) -> Questionnaire:
+    """WHISTLE_QUESTIONNAIRE (a TOML file, docs/deploy.md). A deployment's own file must name only
+    its categories (a typo would never ask the question); whistle's default names the default
+    categories, and its questions for a category a deployment does not have are simply not asked."""
+    raw = environ.get("WHISTLE_QUESTIONNAIRE", "").strip()
+    path = None
+    if raw:
+        path = Path(raw).expanduser()
+        path = (path if path.is_absolute() else base / path).resolve()
+    try:
+        questionnaire = load_questionnaire(path)
+        if path is not None:
+            questionnaire.check_categories(code for code, _ in categories)
+    except QuestionnaireError as exc:
+        raise ConfigError(f"WHISTLE_QUESTIONNAIRE: {exc}") from None
+    return questionnaire
+
+
 def load_config(environ: Mapping[str, str], *, cwd: Path | None = None) -> Config:
     """Build the configuration from ``environ`` (pass ``os.environ``); pure apart from ``cwd``.
 
@@ -243,6 +271,8 @@ def load_config(environ: Mapping[str, str], *, cwd: Path | None = None) -> Confi
     language = environ.get("WHISTLE_DEFAULT_LANGUAGE", "").strip() or "es"
     if language not in LANGUAGES:
         raise ConfigError(f"WHISTLE_DEFAULT_LANGUAGE must be one of {', '.join(LANGUAGES)}")
+    categories = _categories(environ.get("WHISTLE_CATEGORIES"))
+    interface = _choice(environ, "WHISTLE_INTERFACE", ("all", "source", "investigator", "whatsapp"))
     return Config(
         data_dir=data_dir,
         database_url=database_url,
@@ -250,7 +280,8 @@ def load_config(environ: Mapping[str, str], *, cwd: Path | None = None) -> Confi
         ratelimit_storage=storage,
         max_upload_mb=_int(environ, "WHISTLE_MAX_UPLOAD_MB", 500, 1, 100_000),
         max_envelope_bytes=_int(environ, "WHISTLE_MAX_ENVELOPE_KB", 1024, 2, 16 * 1024) * 1024,
-        categories=_categories(environ.get("WHISTLE_CATEGORIES")),
+        categories=categories,
+        questionnaire=_questionnaire(environ, base, categories),
         default_language=language,
         https=_bool(environ, "WHISTLE_HTTPS", False),
         argon2_concurrency=_int(environ, "WHISTLE_ARGON2_CONCURRENCY", 2, 1, 64),
@@ -258,5 +289,16 @@ def load_config(environ: Mapping[str, str], *, cwd: Path | None = None) -> Confi
         feedback_months=_int(environ, "WHISTLE_FEEDBACK_MONTHS", 3, 1, 24),
         limits=_limits(environ),
         quotas=_quotas(environ, _int(environ, "WHISTLE_MAX_UPLOAD_MB", 500, 1, 100_000)),
-        interface=_choice(environ, "WHISTLE_INTERFACE", ("all", "source", "investigator")),
+        interface=interface,
+        whatsapp=_whatsapp(environ) if interface == "whatsapp" else None,
     )
+
+
+def _whatsapp(environ: Mapping[str, str]) -> WhatsAppSettings:
+    """The bridge's WHISTLE_WHATSAPP_* settings (whistle/server/whatsapp/settings.py)."""
+    from whistle.server.whatsapp.settings import WhatsAppSettingsError, load_whatsapp_settings
+
+    try:
+        return load_whatsapp_settings(environ)
+    except WhatsAppSettingsError as exc:
+        raise ConfigError(str(exc)) from None

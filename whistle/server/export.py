@@ -18,7 +18,7 @@ from whistle.core.bundle import (
     envelope_member,
 )
 from whistle.core.crypto import b64encode
-from whistle.core.enums import ItemKind
+from whistle.core.enums import ItemKind, Outcome, Status
 from whistle.server.blobstore import blob_store
 from whistle.server.intake import today
 from whistle.server.models import Item, Report
@@ -66,6 +66,12 @@ def export_bundle(
                     id=report.id, received_on=report.received_on.isoformat(), status=report.status,
                     channel=report.channel,
                     source_public_key=b64encode(report.source_public_key),
+                    # All the replies the server holds for the case, exported or not: the
+                    # workstation numbers the next one after them (docs/protocol.md section 6).
+                    replies=sum(1 for i in report.items if i.kind == ItemKind.REPLY),
+                    # Why a closed case was closed (the casebook's transparency file counts them).
+                    outcome=report.outcome if report.status == Status.CLOSED
+                    and report.outcome in tuple(Outcome) else None,
                 )
                 for item in items:
                     writer.add_member(envelope_member(item.id), blobs.read(session, item.envelope_blob_id))

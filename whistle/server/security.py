@@ -13,6 +13,8 @@ CSP = "; ".join([
     "style-src 'self'",
     "img-src 'self'",
     "connect-src 'self'",
+    # js/crypto-worker.js, a dedicated Web Worker from 'self' (its own response carries this CSP).
+    "worker-src 'self'",
     "form-action 'self'",
     "frame-ancestors 'none'",
     "base-uri 'none'",
@@ -53,8 +55,13 @@ def init_app(app: Flask) -> None:
     def _headers(response: Response) -> Response:
         for name, value in HEADERS.items():
             response.headers.setdefault(name, value)
-        if not request.path.startswith("/static/"):
+        # A view may mark public data the same for every visitor (the word lists and derivation
+        # parameters, web/source/api.py) as cacheable; nothing else is kept.
+        public = response.status_code == 200 and response.headers.get(
+            "Cache-Control", "").startswith("public,")
+        if not public and not (request.endpoint == "static" and response.status_code in (200, 304)):
             # A shared or seized computer's browser cache must not keep a receipt or a report.
+            # Static files carry their own caching headers (static_files.py); their errors not.
             response.headers["Cache-Control"] = "no-store"
             response.headers["Pragma"] = "no-cache"
         response.headers.pop("Server", None)

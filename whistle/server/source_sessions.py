@@ -1,10 +1,15 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""Where a logged-in source's private key lives while they read replies, and nowhere else.
+"""Where a logged-in source's session lives: the report id, and on the server-derived path the
+source's private key and case tag while they read replies, and nowhere else.
 
-The source's X25519 key is re-derived from the passphrase at login. It is kept encrypted under a
-key derived from a random token; the token travels only in the source's (signed, HttpOnly,
-SameSite=Strict) session cookie. The store alone cannot decrypt an entry and the cookie alone
-holds no key. Entries die after 30 idle minutes or at logout, after which the cookie is worthless.
+Two kinds of session. A **browser** session (the page derived the keys, ``POST /api/v1/login``)
+holds only the report id: the server never had the source's keys. A **server** session (``POST
+/followup``: the server derived them from the passphrase) holds the X25519 secret key, to open
+replies, and the case tag, to bind the messages it seals and check the replies it opens. Either is
+kept encrypted under a key derived from a random token; the token travels only in the source's
+(signed, HttpOnly, SameSite=Strict) session cookie. The store alone cannot decrypt an entry and
+the cookie alone holds no key. Entries die after 30 idle minutes or at logout, after which the
+cookie is worthless.
 
 Two stores: this process's memory (one worker), or Redis when several workers or hosts serve the
 site (a source's next request may land on another worker). Redis keeps only the encrypted
@@ -23,6 +28,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import nacl.exceptions
 import nacl.secret
@@ -45,6 +51,24 @@ def expires_at(now: float, idle_seconds: int, bucket: int = EXPIRY_BUCKET_SECOND
     return -(-earliest // bucket) * bucket
 
 
+# A server session's plaintext after the report id and its NUL: secret key, then case tag.
+_KEY_BYTES, _TAG_BYTES = 32, 16
+
+
+class SourceSession(NamedTuple):
+    """A logged-in source: the report id, and for a server-derived session the source's secret key
+    and case tag (both None in a browser session, where the keys never left the page)."""
+
+    report_id: str
+    secret_key: UnitSecretKey | None = None
+    case_tag: bytes | None = None
+
+    @property
+    def browser(self) -> bool:
+        """Whether the keys stayed in the browser (no secret key on the server)."""
+        return self.secret_key is None
+
+
 @dataclass
 class _Entry:
     sealed: bytes
@@ -52,8 +76,8 @@ class _Entry:
 
 
 class SourceSessionStore(ABC):
-    """Maps ``sha256(token)`` to the encrypted (report id, source key). Subclasses only say where
-    the encrypted entries live; sealing, lookup and expiry rules are here, once."""
+    """Maps ``sha256(token)`` to the encrypted (report id[, source key, case tag]). Subclasses only
+    say where the encrypted entries live; sealing, lookup and expiry rules are here, once."""
 
     def __init__(self, idle_seconds: int = IDLE_SECONDS) -> None:
         self._idle = idle_seconds
@@ -65,16 +89,24 @@ class SourceSessionStore(ABC):
         key = hashlib.blake2b(raw, key=b"whistle-source-session-key", digest_size=32).digest()
         return lookup, nacl.secret.SecretBox(key)
 
-    def open(self, report_id: str, secret_key: UnitSecretKey) -> str:
-        """Start a session; return the token to put in the source's cookie."""
+    def open(self, report_id: str, secret_key: UnitSecretKey | None = None,
+             case_tag: bytes | None = None) -> str:
+        """Start a session; return the token to put in the source's cookie. A server session
+        gives both ``secret_key`` and ``case_tag``; a browser session neither."""
+        if (secret_key is None) != (case_tag is None):
+            raise ValueError("a server session holds both the secret key and the case tag")
+        if case_tag is not None and len(case_tag) != _TAG_BYTES:
+            raise ValueError("a case tag is 16 bytes")
+        keys = b"" if secret_key is None or case_tag is None else secret_key.encode() + case_tag
         token = secrets.token_urlsafe(32)
         lookup, box = self._box(token)
-        sealed = box.encrypt(report_id.encode("ascii") + b"\0" + secret_key.encode())
+        sealed = box.encrypt(report_id.encode("ascii") + b"\0" + keys)
         self._put(lookup, bytes(sealed))
         return token
 
-    def get(self, token: str) -> tuple[str, UnitSecretKey] | None:
-        """The session's report id and key, refreshing its idle timer; None if gone or forged."""
+    def get(self, token: str) -> SourceSession | None:
+        """The session, refreshing its idle timer; None if gone, forged, or of a form this version
+        does not write (a session from before case tags: the source logs in again)."""
         try:
             lookup, box = self._box(token)
         except UnicodeEncodeError:
@@ -86,8 +118,13 @@ class SourceSessionStore(ABC):
             plain = box.decrypt(sealed)
         except nacl.exceptions.CryptoError:
             return None
-        report_id, _, raw_key = plain.partition(b"\0")
-        return report_id.decode("ascii"), UnitSecretKey.from_raw(raw_key)
+        report_id, _, keys = plain.partition(b"\0")
+        if not keys:
+            return SourceSession(report_id.decode("ascii"))
+        if len(keys) != _KEY_BYTES + _TAG_BYTES:
+            return None
+        return SourceSession(report_id.decode("ascii"), UnitSecretKey.from_raw(keys[:_KEY_BYTES]),
+                             keys[_KEY_BYTES:])
 
     def close(self, token: str) -> None:
         """End a session (logout)."""
@@ -191,9 +228,10 @@ def make_store(storage_url: str, prefix: str) -> SourceSessionStore:
 SESSION_TOKEN = "source_token"  # noqa: S105 - a session key name, not a secret
 
 
-def current_source() -> tuple[str, UnitSecretKey] | None:
-    """The logged-in source of this request: report id and key, or None (expired, logged out,
-    forged). For the views and for checks that run before them (quotas.py)."""
+def current_source() -> SourceSession | None:
+    """The logged-in source of this request (report id first, then the keys of a server session),
+    or None (expired, logged out, forged). For the views and for checks that run before them
+    (quotas.py)."""
     from flask import current_app, session
 
     token = session.get(SESSION_TOKEN)

@@ -193,11 +193,13 @@ def _progress_printer() -> Callable[[int, int], None] | None:
     return show
 
 
-def load_signing_key(key_file: str, passphrase_file: str | None) -> UnitSigningKey:
-    """Open the unit's key file for its signing key; one line telling how to add one if absent."""
+def load_unit_keys(key_file: str, passphrase_file: str | None) -> tuple[UnitSecretKey, UnitSigningKey]:
+    """Open the unit's key file for both its keys: the unit key (to open the report a reply
+    answers) and the signing key; one line telling how to add a signing key if absent."""
     phrase = read_key_passphrase(passphrase_file)
     try:
-        return UnitKeyFile.load_encrypted(Path(key_file), phrase).require_signing_key()
+        keys = UnitKeyFile.load_encrypted(Path(key_file), phrase)
+        return keys.secret_key, keys.require_signing_key()
     except WrongPassphraseError as exc:
         raise CommandError(f"wrong passphrase for the private key {key_file}") from exc
     except MissingSigningKeyError as exc:
@@ -208,10 +210,27 @@ def load_signing_key(key_file: str, passphrase_file: str | None) -> UnitSigningK
             "keys/ folder") from exc
 
 
+def load_signing_key(key_file: str, passphrase_file: str | None) -> UnitSigningKey:
+    """Open the unit's key file for its signing key; one line telling how to add one if absent."""
+    return load_unit_keys(key_file, passphrase_file)[1]
+
+
 def cmd_reply(args: argparse.Namespace) -> int:
-    """Workstation: seal a reply to a report's source, from the bundle's manifest, and sign it."""
-    from whistle.core.bundle import BundleReader
-    from whistle.core.replies import RepliesError, append_reply, seal_reply
+    """Workstation: seal a reply to a report's source and sign it.
+
+    The reply is sealed to the source key found **inside** the decrypted report (its seq-1 item,
+    which must be in the bundle), with the report's case tag and the reply's number in the case
+    (the manifest's count of replies the server holds, plus those for the report already in
+    ``--out``, plus 1). A report filed before protocol v2 holds no key: only with
+    ``--trust-server-key`` is the reply sealed to the manifest's key (a version-2 reply, with a
+    warning). A manifest key that differs from the sealed one is refused: the server's copy was
+    changed.
+    """
+    from whistle.core.bundle import BundleError, BundleReader
+    from whistle.core.crypto import CryptoError, b64decode, open_envelope
+    from whistle.core.enums import ItemKind
+    from whistle.core.replies import RepliesError, append_reply, read_replies_file, seal_reply
+    from whistle.workstation.render import inert_line
 
     try:
         text = Path(args.text_file).read_text(encoding="utf-8")
@@ -220,16 +239,59 @@ def cmd_reply(args: argparse.Namespace) -> int:
     with BundleReader(Path(args.bundle)) as bundle:
         matches = [r for r in bundle.reports if r.id == args.report or
                    (len(args.report) >= 8 and r.id.startswith(args.report))]
-    if len(matches) != 1:
-        raise CommandError(f"report {args.report!r} is {'ambiguous' if matches else 'not'} in this bundle")
-    report = matches[0]
+        if len(matches) != 1:
+            raise CommandError(f"report {inert_line(args.report, 80)!r} is "
+                               f"{'ambiguous' if matches else 'not'} in this bundle")
+        report = matches[0]
+        firsts = [i for i in report.items if i.kind == ItemKind.REPORT]
+        if not firsts:
+            raise CommandError(
+                f"the report itself (item 1) of report {report.id} is not in this bundle, only later "
+                "messages: the reply is sealed to the key inside it. Export again with "
+                "'whistle export --all' and reply from that bundle")
+        try:
+            sealed = bundle.read_small(firsts[0].envelope)
+        except BundleError as exc:
+            raise CommandError(f"report {report.id}: {inert_line(str(exc))}") from exc
     # The key is opened only once the report is known, so a typo costs no argon2 derivation.
-    signing_key = load_signing_key(args.key, args.passphrase_file)
-    recipient = UnitPublicKey.from_base64(report.source_public_key)
+    secret_key, signing_key = load_unit_keys(args.key, args.passphrase_file)
     try:
-        count = append_reply(Path(args.out), seal_reply(text, report.id, recipient, signing_key))
-    except RepliesError as exc:
-        raise CommandError(str(exc)) from exc
+        envelope = open_envelope(sealed, secret_key)
+    except CryptoError as exc:
+        raise CommandError(f"the report item of report {report.id} does not open with this key: "
+                           f"{inert_line(str(exc))}") from exc
+    if envelope.kind != ItemKind.REPORT:
+        raise CommandError(f"the report item of report {report.id} holds a {envelope.kind!r}")
+    try:
+        manifest_key: bytes | None = b64decode(report.source_public_key, size=32)
+    except CryptoError:
+        manifest_key = None
+    out = Path(args.out)
+    binding = envelope.binding
+    try:
+        if binding is None:
+            if not args.trust_server_key or manifest_key is None:
+                raise CommandError(
+                    f"report {report.id} was filed before protocol v2: it holds no source key, only "
+                    "the server's manifest names one, and nothing here can check it. To seal the "
+                    "reply to that key anyway, run again with --trust-server-key")
+            print(f"whistle: warning: report {report.id} was filed before protocol v2; the reply is "
+                  "sealed to the source key the server's manifest gives (a compromised server could "
+                  "have changed it)", file=sys.stderr)
+            reply = seal_reply(text, report.id, UnitPublicKey(manifest_key), signing_key)
+        else:
+            if manifest_key != binding.source_public_key:
+                raise CommandError(
+                    f"the bundle's manifest gives report {report.id} another source key than the one "
+                    "sealed in the report: the server's copy was changed (the server would refuse "
+                    "this reply, or pass it to someone else). No reply written")
+            existing = read_replies_file(out) if out.exists() else []
+            seq = report.replies + sum(1 for r in existing if r.report_id == report.id) + 1
+            reply = seal_reply(text, report.id, UnitPublicKey(binding.source_public_key), signing_key,
+                               case_tag=binding.case_tag, seq=seq)
+        count = append_reply(out, reply)
+    except (RepliesError, OSError) as exc:
+        raise CommandError(inert_line(str(exc))) from exc
     print(f"reply to report {report.id} sealed to its source and signed; {args.out} now holds {count} "
           "repl" + ("y" if count == 1 else "ies") + ". Carry it to the server: whistle import-replies")
     return 0

@@ -19,6 +19,7 @@ After a key rotation a bundle may hold envelopes sealed to the old unit key and 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
 import re
 import shutil
@@ -29,11 +30,14 @@ from pathlib import Path
 
 from whistle.core.bundle import BundleError, BundleItem, BundleReader, BundleReport
 from whistle.core.crypto import (
+    Binding,
     CryptoError,
     DecryptionError,
     Envelope,
+    KeyFormatError,
     StreamFormatError,
     UnitSecretKey,
+    b64decode,
     iter_decrypt,
     open_envelope,
 )
@@ -43,6 +47,7 @@ from whistle.core.files import atomic_write, safe_join
 from whistle.workstation.names import NameSlots, safe_filename
 from whistle.workstation.render import (
     SavedAttachment,
+    binding_text,
     inert_line,
     render_item,
     render_quarantine,
@@ -67,6 +72,11 @@ class ItemRefusedError(WhistleError):
     """An item opened but does not match its manifest entry (kind, attachment count)."""
 
 
+class BindingError(ItemRefusedError):
+    """An item opened but is not bound to its case as the manifest says (docs/protocol.md
+    section 6): moved or replayed from elsewhere, forged, or its source key differs."""
+
+
 @dataclass(frozen=True)
 class Quarantined:
     """One part of a bundle not written as it came: which report, item and part, and why."""
@@ -80,6 +90,8 @@ class Quarantined:
 
     def describe(self) -> str:
         """One inert line for a person: the terminal, QUARANTINE.txt, an error message."""
+        if not self.item_id:  # an item the bundle lacks (a gap in the case's numbers)
+            return inert_line(f"report {self.report_id}: {self.reason}")
         return inert_line(f"report {self.report_id} item {self.item_id} (seq {self.seq}, "
                           f"{self.kind}) {self.part}: {self.reason}")
 
@@ -183,6 +195,109 @@ class _Keyring:
                               "(wrong keys or altered)")
 
 
+@dataclass
+class _CaseCheck:
+    """The binding checks of one report's items, in manifest order (docs/protocol.md section 6).
+
+    A v2 report's sealed source key must be the manifest's; every v2 message's source key must
+    be the report's and the manifest's, its case tag the report's (or, without the report in this
+    bundle, the tag of the case's other messages); sealed item numbers strictly increase, and a
+    gap between two items is reported. A v1 (unbound) message on a case bound by v2 is refused.
+    Only items that pass move the case's state on.
+    """
+
+    manifest_key: bytes | None
+    report: Binding | None = None
+    report_version: int | None = None
+    tag: bytes | None = None
+    last_seq: int | None = None
+    bound: bool = False
+
+    @classmethod
+    def for_report(cls, report: BundleReport) -> _CaseCheck:
+        try:
+            key: bytes | None = b64decode(report.source_public_key, size=32)
+        except KeyFormatError:
+            key = None  # every bound item then differs from the manifest
+        return cls(manifest_key=key)
+
+    def check(self, kind: str, envelope: Envelope) -> tuple[str, list[tuple[int, int]]]:
+        """Check one opened item; return what its ``Binding:`` line says (a key of
+        :func:`binding_text`) and the gaps before it (first, last missing number). Raise
+        :class:`BindingError` naming the reason when it is not bound to this case."""
+        binding = envelope.binding
+        if binding is None:
+            if kind == ItemKind.REPORT:
+                if self.last_seq is not None or self.report_version is not None:
+                    raise BindingError("moved or replayed (a second report item in this case)")
+                self.report_version = 1
+                return "none_report", []
+            if self.bound:
+                raise BindingError("unbound (version-1) message on a case bound by protocol v2: "
+                                   "moved or replayed")
+            return "none_message", []
+        if kind == ItemKind.REPORT:
+            if self.last_seq is not None or self.report_version is not None:
+                raise BindingError("moved or replayed (a second report item in this case)")
+            self.report, self.report_version, self.bound = binding, 2, True
+            self.tag = binding.case_tag
+            self._check_manifest_key(binding)
+            self.last_seq = 1
+            return "report", []
+        report = self.report
+        tag_ok = self.tag is None or hmac.compare_digest(binding.case_tag, self.tag)
+        key_ok = report is None or binding.source_public_key == report.source_public_key
+        if not tag_ok and not (key_ok and binding.source_public_key == self.manifest_key):
+            raise BindingError(f"moved or replayed (item {binding.seq} of another case: another "
+                               "source key and case tag)")
+        if not key_ok:
+            raise BindingError("forged (source key differs from the report's)")
+        if not tag_ok and report is not None:
+            raise BindingError("forged (wrong case tag)")
+        if not tag_ok:
+            raise BindingError("case tag differs from the case's other messages and the report is "
+                               "not in this bundle to tell which is right (export with --all)")
+        self._check_manifest_key(binding)
+        gaps: list[tuple[int, int]] = []
+        if self.last_seq is not None:
+            if binding.seq == self.last_seq:
+                raise BindingError(f"moved or replayed (item {binding.seq} twice)")
+            if binding.seq < self.last_seq:
+                raise BindingError(f"moved or replayed (item {binding.seq} after item "
+                                   f"{self.last_seq})")
+            if binding.seq > self.last_seq + 1:
+                gaps.append((self.last_seq + 1, binding.seq - 1))
+        self.last_seq, self.bound = binding.seq, True
+        if self.tag is None:
+            self.tag = binding.case_tag
+        if report is not None:
+            return "message", gaps
+        return ("message_v1_report" if self.report_version == 1 else "message_no_report"), gaps
+
+    def _check_manifest_key(self, binding: Binding) -> None:
+        if self.manifest_key is None or binding.source_public_key != self.manifest_key:
+            raise BindingError("source key differs from the manifest (the server's copy of the "
+                               "key was changed? a reply must go to the key sealed in the report)")
+
+
+def open_item(keys: _Keyring, sealed: bytes, item: BundleItem,
+              case: _CaseCheck) -> tuple[Envelope, str, list[tuple[int, int]]]:
+    """Open one item's sealed envelope with the keyring and check it: its kind and attachment
+    count agree with the manifest, and its binding to the case (``case``, fed the report's items
+    in manifest order). Return the envelope, its ``Binding:`` state and the gaps before it; raise
+    :class:`ItemRefusedError` (:class:`BindingError` for the binding) or a :class:`CryptoError`.
+    Shared with the casebook's import (whistle.workstation.casebook.opening), which must accept
+    and quarantine exactly what ``decrypt`` does."""
+    envelope = keys.open(sealed)
+    if envelope.kind != item.kind:
+        raise ItemRefusedError(f"envelope says {envelope.kind!r}, manifest {item.kind!r}")
+    if len(envelope.attachments) != len(item.attachments):
+        raise ItemRefusedError(f"envelope lists {len(envelope.attachments)} attachments, "
+                               f"bundle holds {len(item.attachments)}")
+    binding, gaps = case.check(item.kind, envelope)
+    return envelope, binding, gaps
+
+
 # What one part of an item can fail with and still leave the rest of the bundle readable.
 # Anything else (OSError writing the output, a bug) stops the whole run.
 _PART_ERRORS = (CryptoError, BundleError, ItemRefusedError)
@@ -229,14 +344,23 @@ class _Run:
         return entry
 
     def decrypt_report(self, report: BundleReport) -> None:
-        """Decrypt the report's items one by one into its staging folder (made when needed)."""
+        """Decrypt the report's items one by one into its staging folder (made when needed),
+        checking each one's binding to the case (:class:`_CaseCheck`)."""
         folder: _Folder | None = None
+        case = _CaseCheck.for_report(report)
         for item in report.items:
             if item.kind == ItemKind.REPLY:
                 continue  # sealed to the source, not to us
             if folder is None:
                 folder = self._folder(report)
-            self._decrypt_item(report, item, folder)
+            self._decrypt_item(report, item, folder, case)
+
+    def missing(self, report: BundleReport, first: int, last: int) -> None:
+        """List items the case's numbers say existed between two of this bundle's, but it lacks."""
+        what = (f"item {first} missing" if first == last
+                else f"items {first} to {last} missing")
+        self.quarantined.append(Quarantined(report.id, "", first, ItemKind.MESSAGE.value, "",
+                                            f"{what} (deleted on the server?)"))
 
     def _folder(self, report: BundleReport) -> _Folder:
         path = safe_join(self.staging, report.id)
@@ -246,21 +370,20 @@ class _Run:
         dest = self.out_dir / report.id
         return _Folder(path, NameSlots(_listdir(dest)), NameSlots(_listdir(dest / "attachments")))
 
-    def _decrypt_item(self, report: BundleReport, item: BundleItem, folder: _Folder) -> None:
+    def _decrypt_item(self, report: BundleReport, item: BundleItem, folder: _Folder,
+                      case: _CaseCheck) -> None:
         member_sizes = [self.bundle.size(m) for m in item.attachments]
         try:
             sealed = self.bundle.read_small(item.envelope)
             self.advance(len(sealed))
-            envelope = self.keys.open(sealed)
-            if envelope.kind != item.kind:
-                raise ItemRefusedError(f"envelope says {envelope.kind!r}, manifest {item.kind!r}")
-            if len(envelope.attachments) != len(item.attachments):
-                raise ItemRefusedError(f"envelope lists {len(envelope.attachments)} attachments, "
-                                       f"bundle holds {len(item.attachments)}")
+            envelope, binding, gaps = open_item(self.keys, sealed, item, case)
         except _PART_ERRORS as exc:
-            self.quarantine(report, item, "envelope", exc)
-            self.advance(sum(member_sizes))  # attachments of an envelope that does not open
+            self.quarantine(report, item, "binding" if isinstance(exc, BindingError) else "envelope",
+                            exc)
+            self.advance(sum(member_sizes))  # attachments of an envelope not written
             return
+        for first, last in gaps:
+            self.missing(report, first, last)
         notes: list[str] = []
         category: str | None = None
         if item.kind == ItemKind.REPORT:
@@ -283,7 +406,8 @@ class _Run:
                 notes.append(self.quarantine(report, item, part, exc).describe())
         text = render_item(report_id=report.id, kind=item.kind, seq=item.seq, day=item.created_on,
                            channel=channel_text(report.channel, self.lang), category=category,
-                           body=envelope.body, attachments=saved, quarantined=notes, lang=self.lang)
+                           body=envelope.body, attachments=saved, quarantined=notes, lang=self.lang,
+                           binding=binding_text(binding, envelope.binding, self.lang))
         name = "report.txt" if item.kind == ItemKind.REPORT else f"message-{item.seq:03d}.txt"
         atomic_write(folder.path / folder.names.claim(name), text.encode("utf-8"))
         self.items += 1

@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from whistle.core.crypto import Binding
 from whistle.core.enums import Language
 
 # Bidirectional formatting characters (Unicode UAX #9): embeddings, overrides, isolates, marks.
@@ -73,12 +74,40 @@ _WORDS: Mapping[Language, Mapping[str, str]] = {
         "category": "Category", "channel": "Channel", "attachments": "Attachments",
         "sent_as": "was sent as", "quarantined": "Quarantined", "see": "see",
         "invalid_category": "invalid category \"{code}\" (quarantined)",
+        "binding": "Binding",
+        "binding_none_report": "none (filed before protocol v2)",
+        "binding_none_message": "none (sent before protocol v2)",
+        "binding_report": "checked (item 1 of the case; its source key matches the manifest's)",
+        "binding_message": "checked (item {seq} from the source; same case tag and source key as "
+                           "the report, key matches the manifest's)",
+        "binding_message_no_report": "checked (item {seq} from the source; key matches the "
+                                     "manifest's, case tag this bundle's other messages'; the "
+                                     "report is not in this bundle: export with --all to check "
+                                     "against it)",
+        "binding_message_v1_report": "checked (item {seq} from the source; key matches the "
+                                     "manifest's, case tag this bundle's other messages'; the "
+                                     "report was filed before protocol v2)",
     },
     Language.ES: {
         "report": "Denuncia {id}", "message": "Mensaje {seq} de la denuncia {id}",
         "date": "Fecha", "category": "Categoría", "channel": "Canal", "attachments": "Adjuntos",
         "sent_as": "se envió como", "quarantined": "En cuarentena", "see": "ver",
         "invalid_category": "categoría no válida \"{code}\" (en cuarentena)",
+        "binding": "Vínculo",
+        "binding_none_report": "ninguno (enviada antes del protocolo v2)",
+        "binding_none_message": "ninguno (enviado antes del protocolo v2)",
+        "binding_report": "comprobado (elemento 1 del caso; su clave de la fuente es la del "
+                          "manifiesto)",
+        "binding_message": "comprobado (elemento {seq} de la fuente; misma etiqueta de caso y "
+                           "clave de la fuente que la denuncia, clave igual a la del manifiesto)",
+        "binding_message_no_report": "comprobado (elemento {seq} de la fuente; clave igual a la "
+                                     "del manifiesto, etiqueta de caso igual a la de los demás "
+                                     "mensajes del paquete; la denuncia no está en este paquete: "
+                                     "exporte con --all para comprobarlo con ella)",
+        "binding_message_v1_report": "comprobado (elemento {seq} de la fuente; clave igual a la "
+                                     "del manifiesto, etiqueta de caso igual a la de los demás "
+                                     "mensajes del paquete; la denuncia se envió antes del "
+                                     "protocolo v2)",
     },
 }
 
@@ -86,6 +115,21 @@ _WORDS: Mapping[Language, Mapping[str, str]] = {
 def words(lang: Language) -> Mapping[str, str]:
     """The fixed words of the files the workstation writes, in ``lang``."""
     return _WORDS[lang]
+
+
+# What the ``Binding:`` line can say (whistle.workstation.decrypt._CaseCheck.check).
+BINDING_STATES = ("none_report", "none_message", "report", "message", "message_no_report",
+                  "message_v1_report")
+
+
+def binding_text(state: str, binding: Binding | None, lang: Language = Language.EN) -> str:
+    """The value of an item's ``Binding:`` line in ``lang``: ``state`` is one of
+    :data:`BINDING_STATES`, ``binding`` the envelope's binding (None for an unbound item),
+    whose ``seq`` the line names."""
+    if state not in BINDING_STATES:
+        raise ValueError(f"unknown binding state {state!r}")
+    seq = binding.seq if binding is not None else None
+    return _WORDS[lang][f"binding_{state}"].format(seq=seq)
 
 
 def render_item(
@@ -100,12 +144,13 @@ def render_item(
     attachments: list[SavedAttachment],
     quarantined: list[str],
     lang: Language = Language.EN,
+    binding: str | None = None,
 ) -> str:
     """The text of ``report.txt`` (``kind`` "report") or ``message-NNN.txt``, in ``lang``.
 
     ``category`` and ``channel`` are the lines' values already labelled in ``lang`` (or the
     category marked invalid) by the caller; every field that came from the bundle is made inert
-    here.
+    here. ``binding`` is the value of the ``Binding:`` line (:func:`binding_text`), if any.
     """
     w = _WORDS[lang]
     is_report = kind == "report"
@@ -117,6 +162,8 @@ def render_item(
         # The channel's label and where it was encrypted, from the same table the investigators'
         # pages translate (core.enums).
         lines.append(f"{w['channel']}: {inert_line(channel)}")
+    if binding is not None:
+        lines.append(f"{w['binding']}: {inert_line(binding)}")
     if attachments:
         lines.append(f"{w['attachments']}: " + ", ".join(f"attachments/{inert_line(a.saved)}"
                                                         for a in attachments))

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: AGPL-3.0-or-later
 //
-// Load this between vendor/libsodium/libsodium.js and vendor/libsodium/libsodium-wrappers.js.
+// Load this between vendor/libsodium-sumo/libsodium-sumo.js and vendor/libsodium-sumo/libsodium-wrappers.js
+// (js/crypto-worker.js does; the standard build in vendor/libsodium/ has the same bug).
 //
 // When WebAssembly is unavailable (Tor Browser's "Safer" level, a CSP without 'wasm-unsafe-eval'),
 // libsodium.js (0.8.4) switches to its bundled pure-JavaScript module by deleting every property

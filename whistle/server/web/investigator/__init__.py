@@ -7,4 +7,4 @@ from flask import Blueprint
 
 bp = Blueprint("investigator", __name__, url_prefix="/investigator")
 
-from whistle.server.web.investigator import admin, auth, cases  # noqa: E402,F401  (routes register themselves on bp)
+from whistle.server.web.investigator import admin, auth, cases, transparency  # noqa: E402,F401  (routes register themselves on bp)

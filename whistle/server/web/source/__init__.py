@@ -7,4 +7,4 @@ from flask import Blueprint
 
 bp = Blueprint("source", __name__)
 
-from whistle.server.web.source import api, followup, receipt, views  # noqa: E402,F401  (routes register themselves on bp)
+from whistle.server.web.source import api, case, followup, receipt, transparency, views  # noqa: E402,F401  (routes register themselves on bp)

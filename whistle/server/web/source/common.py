@@ -4,8 +4,6 @@ upload, and filing the sealed report through the one intake path (whistle.server
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from flask import current_app, request
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
@@ -20,8 +18,10 @@ from whistle.core.crypto import (
     is_plausible_stream_length,
     seal_envelope,
 )
+from whistle.core.crypto.envelope import CASE_TAG_BYTES, SOURCE_KEY_BYTES, Binding
 from whistle.core.enums import Channel, ItemKind, Language
 from whistle.core.errors import WhistleError
+from whistle.core.passphrase import SourceKeys
 from whistle.server import intake
 from whistle.server.state import get_state
 from whistle.server.uploads import CiphertextSpool, EncryptingSpool
@@ -36,10 +36,43 @@ class UploadRejected(WhistleError):
         self.status, self.code, self.message = status, code, message
 
 
-def seal_form(kind: ItemKind, category: str, body: str, files: list[FileStorage]
-              ) -> tuple[bytes, list[EncryptingSpool]]:
-    """Seal a JavaScript-off post: the files were encrypted as they arrived (uploads.py); the
-    text and the files' keys go into an envelope sealed here, in memory."""
+class FormSealer:
+    """A JavaScript-off post, ready to seal: its files were encrypted as they arrived
+    (uploads.py), and :meth:`seal` puts the text and the files' keys into a v2 envelope bound to
+    the case, sealed to the unit key in memory. Sealed as often as needed (the server-derived
+    report path seals again under a fresh passphrase when one was taken)."""
+
+    def __init__(self, kind: ItemKind, category: str, body: str,
+                 refs: tuple[AttachmentRef, ...], spools: list[EncryptingSpool],
+                 fields: tuple[tuple[str, str], ...] = ()) -> None:
+        self.kind, self.category, self.spools = kind, category, spools
+        # Answers to the questionnaire, already validated (Questionnaire.validate_answers).
+        self._fields = fields
+        # Browsers send textarea line breaks as CRLF in a form post but as LF to JavaScript; LF
+        # everywhere makes both paths produce the same envelope.
+        self._body, self._refs = body.replace("\r\n", "\n"), refs
+
+    def envelope(self, binding: Binding) -> Envelope:
+        """The plaintext envelope bound by ``binding`` (kept only as long as the caller keeps it)."""
+        return Envelope(kind=self.kind.value, category=self.category, body=self._body,
+                        attachments=self._refs, binding=binding, fields=self._fields)
+
+    def seal(self, binding: Binding) -> bytes:
+        """The envelope bound by ``binding``, sealed to the unit key."""
+        return seal_envelope(self.envelope(binding), get_state().unit_key)
+
+    def seal_for(self, keys: SourceKeys) -> bytes:
+        """A report sealed for freshly derived keys: item 1 of the case they name."""
+        return self.seal(Binding(case_tag=keys.case_tag, seq=1,
+                                 source_public_key=keys.public_key_bytes))
+
+
+def seal_form(kind: ItemKind, category: str, body: str, files: list[FileStorage],
+              seq: int = 1, fields: tuple[tuple[str, str], ...] = ()) -> FormSealer:
+    """Prepare a JavaScript-off post for sealing (:class:`FormSealer`), refusing with
+    :class:`UploadRejected` an envelope the workstation would refuse as too large — checked here,
+    before any argon2 derivation, with a stand-in binding of the same size (``seq``, the item's
+    number, has as many digits as the real one)."""
     state = get_state()
     limit = state.config.max_envelope_bytes
     # The same ceiling as a browser-sealed envelope (read_sealed_upload): file names come from
@@ -60,13 +93,12 @@ def seal_form(kind: ItemKind, category: str, body: str, files: list[FileStorage]
         spools.append(stream)
         refs.append(AttachmentRef(name=storage.filename or "attachment", type=storage.mimetype or "",
                                   size=stream.plaintext_size, key=stream.key))
-    # Browsers send textarea line breaks as CRLF in a form post but as LF to JavaScript; LF
-    # everywhere makes both paths produce the same envelope.
-    envelope = Envelope(kind=kind.value, category=category, body=body.replace("\r\n", "\n"),
-                        attachments=tuple(refs))
-    if len(envelope.to_bytes()) > limit:
+    sealer = FormSealer(kind, category, body, tuple(refs), spools, fields)
+    stand_in = Binding(case_tag=b"\x01" * CASE_TAG_BYTES, seq=seq,
+                       source_public_key=b"\x01" * SOURCE_KEY_BYTES)
+    if len(sealer.envelope(stand_in).to_bytes()) > limit:
         raise UploadRejected(413, "too_large", _("The file names are too long."))
-    return seal_envelope(envelope, state.unit_key), spools
+    return sealer
 
 
 def read_sealed_upload(part: str) -> tuple[bytes, list[CiphertextSpool]]:
@@ -97,18 +129,18 @@ def read_sealed_upload(part: str) -> tuple[bytes, list[CiphertextSpool]]:
     return b"".join(sealed_part.iter_chunks()), attachments
 
 
-def file_report(sealed: bytes, attachments: Sequence[intake.ChunkSource], channel: Channel,
-                lang: str) -> intake.Receipt:
-    """File a sealed report through the one intake path, with this instance's database and argon2
-    gate; the passphrase is in ``lang`` (Spanish when it is not a language of the site).
+def file_derived_report(sealer: FormSealer, channel: Channel, lang: str) -> intake.Receipt:
+    """File a JavaScript-off report: the server draws a passphrase in ``lang`` (Spanish when it is
+    not a language of the site), derives its keys under this instance's argon2 gate and seals the
+    report bound to them (:func:`whistle.server.intake.file_derived_report`).
 
     Its failures are answered in one place each: :class:`whistle.core.passphrase.GateBusyError`
     by the app (503, busy), :class:`whistle.server.intake.IntakeError` by :func:`intake_failed`.
     """
     state = get_state()
-    return intake.file_report(state.sessions, state.gate, state.secrets.argon2,
-                              sealed_envelope=sealed, attachments=attachments, channel=channel,
-                              language=Language.coerce(lang))
+    return intake.file_derived_report(state.sessions, state.gate, state.secrets.argon2,
+                                      seal=sealer.seal_for, attachments=sealer.spools,
+                                      channel=channel, language=Language.coerce(lang))
 
 
 @bp.errorhandler(intake.IntakeError)

@@ -8,6 +8,9 @@ then says the receipt was already shown, and never files anything. The one excep
 language switch: the receipt page's language links carry a one-time *ticket* (``?show=…``) that
 re-renders the same receipt in the other language once, with a fresh ticket for the next switch.
 A ticket in browser history is spent, so the next user of a shared computer gets nothing from it.
+
+Only the JavaScript-off form has a receipt here: on the JavaScript path the browser draws the
+passphrase and shows it from its own memory; the server never has it (docs/protocol.md 5.2).
 """
 
 from __future__ import annotations
@@ -64,16 +67,6 @@ def receipt_ready(token: str, receipt: Receipt) -> None:
 def point_at(token: str) -> None:
     """A second post of a form: its receipt (shown or not) is the first post's."""
     session[RECEIPT_TOKEN] = token
-
-
-def receipt_shown(receipt: Receipt) -> str:
-    """A receipt the page's script has shown (JavaScript on): kept only so that the language
-    links can re-render it once each; return the ticket for those links."""
-    token, ticket = new_token(), new_token()
-    store = get_state().once
-    store.claim(token, {"s": SHOWN, "p": receipt.passphrase, "c": receipt.channel.value, "t": ticket})
-    session[RECEIPT_TOKEN] = token
-    return ticket
 
 
 @bp.get("/receipt")

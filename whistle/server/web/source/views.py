@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""Public pages: landing, submission (JavaScript-off path seals on the server), receipt."""
+"""Public pages: landing, submission (the JavaScript-off path derives and seals on the server)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from whistle.server import uploads
 from whistle.server.limits import submission_limits
 from whistle.server.state import get_state
 from whistle.server.uploads import UploadPolicy
-from whistle.server.web.source import bp, common, receipt
+from whistle.server.web.source import bp, common, questions, receipt
 
 
 @bp.get("/")
@@ -33,9 +33,19 @@ def submit() -> ResponseReturnValue:
     state = get_state()
     form = SubmitForm()
     token = receipt.posted_token() if request.method == "POST" else None
-    if request.method == "GET" or not form.validate_on_submit() or token is None:
+    # The answers to the deployment's optional questions (questions.py), checked before anything
+    # is filed: a refused answer shows the form again with everything the source typed.
+    answers: tuple[tuple[str, str], ...] = ()
+    answer_error = None
+    if request.method == "POST":
+        answers, answer_error = questions.posted_answers(form.category.data or "")
+    if (request.method == "GET" or not form.validate_on_submit() or answer_error is not None
+            or token is None):
         notice = None
-        if request.method == "POST" and token is None and not form.errors:
+        if answer_error is not None:
+            notice = _("Please check your answer to “%(question)s”.",
+                       question=questions.error_label(answer_error))
+        elif request.method == "POST" and token is None and not form.errors:
             # No (or a forged) one-time token: fail closed, nothing is filed.
             notice = _("This form has expired. Please send it again.")
         status = 400 if request.method == "POST" else 200
@@ -43,6 +53,7 @@ def submit() -> ResponseReturnValue:
         return render_template(
             "submit.html", form=form, fingerprint=state.unit_key.fingerprint(),
             max_upload_mb=state.config.max_upload_mb, notice=notice, once_token=receipt.new_token(),
+            question_groups=questions.shown_groups(answer_error.question_id if answer_error else None),
         ), status
     if not receipt.claim(token):
         # The same form again (a double click, a re-post): nothing is filed; the receipt is the
@@ -50,11 +61,14 @@ def submit() -> ResponseReturnValue:
         receipt.point_at(token)
         return redirect(url_for("source.receipt"), 303)
     try:
-        sealed, spools = common.seal_form(ItemKind.REPORT, form.category.data or "",
-                                          form.body.data or "", request.files.getlist("attachments"))
-        # The plaintext is not needed any more; don't keep it around.
+        sealer = common.seal_form(ItemKind.REPORT, form.category.data or "",
+                                  form.body.data or "", request.files.getlist("attachments"),
+                                  fields=answers)
+        # The plaintext is in the sealer now; don't keep another copy around.
         form.body.data = ""
-        filed = common.file_report(sealed, spools, Channel.SERVER_FORM, str(get_locale()))
+        # The server draws the passphrase, derives the keys and seals the report bound to them
+        # (case tag, seq 1, the derived public key), all in memory.
+        filed = common.file_derived_report(sealer, Channel.SERVER_FORM, str(get_locale()))
     except BaseException:
         # Nothing was stored: the same form may be sent again.
         receipt.release(token)
