@@ -43,7 +43,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-PAGES = ("start", "submit", "receipt", "followup", "case", "error", "casebook-charts")
+PAGES = ("start", "submit", "receipt", "followup", "case", "error", "transparency",
+         "casebook-charts")
 LANGS = ("es", "en")
 WIDTHS = (1265, 390)
 PHONE_HEIGHT, DESKTOP_HEIGHT = 844, 800
@@ -83,6 +84,29 @@ def make_instance(root: Path):  # type: ignore[no-untyped-def]
         "SUBMIT_GLOBAL", "SUBMIT_SESSION", "LOGIN_GLOBAL", "LOGIN_SESSION", "MESSAGE_GLOBAL",
         "MESSAGE_SESSION")}
     return environ, make_app(environ, root), ws
+
+
+def publish_figures(app, root: Path) -> None:  # type: ignore[no-untyped-def]
+    """Publish transparency figures as the unit does: a generated casebook of 3,000 reports
+    (tests/casebook_corpus.py), ``whistle casebook publish`` over it, and the upload an
+    administrator makes (the server's own strict reader accepts it)."""
+    import casebook_corpus
+
+    from whistle.server import transparency as server_transparency
+    from whistle.workstation.casebook import publish
+    from whistle.workstation.casebook.answers import load_fields
+    from whistle.workstation.casebook.store import Casebook, today
+
+    folder = root / "casebook"
+    with Casebook.open(folder) as book:
+        if not book.db.execute("SELECT 1 FROM cases LIMIT 1").fetchone():
+            casebook_corpus.fill(book, casebook_corpus.generate(3, 3000, campaigns=6, spam=2))
+        start, to = publish.period_of(None, None, today())
+        document = publish.transparency(book, load_fields(None), start=start, to=to, threshold=5,
+                                        today=today())
+    out = root / "transparency.json"
+    publish.write(document, out)
+    server_transparency.accept(app.extensions["whistle"].config, out.read_bytes())
 
 
 def report_with_reply(app, ws) -> str:  # type: ignore[no-untyped-def]
@@ -227,6 +251,8 @@ def shoot(base: str, phrase: str, out: Path, profile_root: Path, pages: list[str
                         log_in(driver, phrase)
                     elif page == "error":
                         driver.get(f"{base}/no-such-page?lang={lang}")
+                    elif page == "transparency":
+                        driver.get(f"{base}/{'transparencia' if lang == 'es' else 'transparency'}")
                     settle(driver)
                     size = capture(driver, width, path)
                     written.append((path, size))
@@ -253,7 +279,9 @@ def shoot_casebook_charts(out: Path, root: Path, langs: list[str],
     from whistle.workstation.casebook.web import ServeState, create_app
 
     with Casebook.open(root / "casebook") as book:
-        casebook_corpus.fill(book, casebook_corpus.generate(3, 3000, campaigns=6, spam=2))
+        # The same generated casebook as the transparency figures (publish_figures), if made.
+        if not book.db.execute("SELECT 1 FROM cases LIMIT 1").fetchone():
+            casebook_corpus.fill(book, casebook_corpus.generate(3, 3000, campaigns=6, spam=2))
     state = ServeState(root=root / "casebook", host="127.0.0.1", port=0, token=None, signing_key=None,
                        run_id="screenshots")
     server = make_server("127.0.0.1", 0, create_app(state), threaded=True)
@@ -298,10 +326,12 @@ def main() -> int:
         root = Path(tmp)
         environ, app, ws = make_instance(root)
         phrase = report_with_reply(app, ws)
+        pages = args.page or list(PAGES)
+        if "transparency" in pages:
+            publish_figures(app, root)
         app.extensions["whistle"].engine.dispose()
         proc, base = start_server(environ, root)
         try:
-            pages = args.page or list(PAGES)
             written = shoot(base, phrase, out, root / "profiles",
                             [p for p in pages if p != "casebook-charts"],
                             args.lang or list(LANGS), args.width or list(WIDTHS))

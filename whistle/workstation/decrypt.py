@@ -19,31 +19,30 @@ After a key rotation a bundle may hold envelopes sealed to the old unit key and 
 from __future__ import annotations
 
 import contextlib
-import hmac
 import os
-import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from whistle.core.bundle import BundleError, BundleItem, BundleReader, BundleReport
 from whistle.core.crypto import (
-    Binding,
     CryptoError,
-    DecryptionError,
-    Envelope,
-    KeyFormatError,
-    StreamFormatError,
     UnitSecretKey,
-    b64decode,
-    iter_decrypt,
-    open_envelope,
 )
 from whistle.core.enums import ItemKind, Language, category_label, channel_text
 from whistle.core.errors import WhistleError
 from whistle.core.files import atomic_write, safe_join
+from whistle.workstation.checks import (
+    CATEGORY_CODE,
+    BindingError,
+    CaseCheck,
+    ItemRefusedError,
+    Keyring,
+    decrypt_member,
+    open_item,
+)
 from whistle.workstation.names import NameSlots, safe_filename
 from whistle.workstation.render import (
     SavedAttachment,
@@ -57,24 +56,11 @@ from whistle.workstation.render import (
 __all__ = ["BundleDecryptError", "DecryptSummary", "Quarantined", "decrypt_bundle", "safe_filename"]
 
 QUARANTINE_FILE = "QUARANTINE.txt"
-# The code syntax of the deployment's categories (whistle/server/config.py). The workstation does
-# not know which codes a deployment uses, only what a code can look like.
-CATEGORY_CODE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
-
 Progress = Callable[[int, int], None]
 
 
 class BundleDecryptError(WhistleError):
     """Decrypting a bundle failed as a whole; nothing was written to the output folder."""
-
-
-class ItemRefusedError(WhistleError):
-    """An item opened but does not match its manifest entry (kind, attachment count)."""
-
-
-class BindingError(ItemRefusedError):
-    """An item opened but is not bound to its case as the manifest says (docs/protocol.md
-    section 6): moved or replayed from elsewhere, forged, or its source key differs."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +128,7 @@ def decrypt_bundle(
     staging = Path(tempfile.mkdtemp(prefix=".whistle-staging-", dir=out_dir))
     try:
         with BundleReader(bundle_path) as bundle:
-            run = _Run(bundle, _Keyring(keys, opened), staging, out_dir, categories or {}, progress,
+            run = _Run(bundle, Keyring(keys, opened), staging, out_dir, categories or {}, progress,
                        lang)
             for report in bundle.reports:
                 run.decrypt_report(report)
@@ -171,133 +157,6 @@ def decrypt_bundle(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-@dataclass(frozen=True)
-class _Keyring:
-    """The unit keys to try, and how many envelopes each one opened."""
-
-    keys: list[UnitSecretKey]
-    opened: list[int]
-
-    def open(self, sealed: bytes) -> Envelope:
-        """Open with the first key that opens it; only a box that opens with none is an error."""
-        failure: DecryptionError | None = None
-        for index, key in enumerate(self.keys):
-            try:
-                envelope = open_envelope(sealed, key)
-            except DecryptionError as exc:
-                failure = exc
-                continue
-            self.opened[index] += 1
-            return envelope
-        if len(self.keys) == 1 and failure is not None:
-            raise failure  # the one-key message, unchanged
-        raise DecryptionError(f"envelope does not open with any of the {len(self.keys)} keys "
-                              "(wrong keys or altered)")
-
-
-@dataclass
-class _CaseCheck:
-    """The binding checks of one report's items, in manifest order (docs/protocol.md section 6).
-
-    A v2 report's sealed source key must be the manifest's; every v2 message's source key must
-    be the report's and the manifest's, its case tag the report's (or, without the report in this
-    bundle, the tag of the case's other messages); sealed item numbers strictly increase, and a
-    gap between two items is reported. A v1 (unbound) message on a case bound by v2 is refused.
-    Only items that pass move the case's state on.
-    """
-
-    manifest_key: bytes | None
-    report: Binding | None = None
-    report_version: int | None = None
-    tag: bytes | None = None
-    last_seq: int | None = None
-    bound: bool = False
-
-    @classmethod
-    def for_report(cls, report: BundleReport) -> _CaseCheck:
-        try:
-            key: bytes | None = b64decode(report.source_public_key, size=32)
-        except KeyFormatError:
-            key = None  # every bound item then differs from the manifest
-        return cls(manifest_key=key)
-
-    def check(self, kind: str, envelope: Envelope) -> tuple[str, list[tuple[int, int]]]:
-        """Check one opened item; return what its ``Binding:`` line says (a key of
-        :func:`binding_text`) and the gaps before it (first, last missing number). Raise
-        :class:`BindingError` naming the reason when it is not bound to this case."""
-        binding = envelope.binding
-        if binding is None:
-            if kind == ItemKind.REPORT:
-                if self.last_seq is not None or self.report_version is not None:
-                    raise BindingError("moved or replayed (a second report item in this case)")
-                self.report_version = 1
-                return "none_report", []
-            if self.bound:
-                raise BindingError("unbound (version-1) message on a case bound by protocol v2: "
-                                   "moved or replayed")
-            return "none_message", []
-        if kind == ItemKind.REPORT:
-            if self.last_seq is not None or self.report_version is not None:
-                raise BindingError("moved or replayed (a second report item in this case)")
-            self.report, self.report_version, self.bound = binding, 2, True
-            self.tag = binding.case_tag
-            self._check_manifest_key(binding)
-            self.last_seq = 1
-            return "report", []
-        report = self.report
-        tag_ok = self.tag is None or hmac.compare_digest(binding.case_tag, self.tag)
-        key_ok = report is None or binding.source_public_key == report.source_public_key
-        if not tag_ok and not (key_ok and binding.source_public_key == self.manifest_key):
-            raise BindingError(f"moved or replayed (item {binding.seq} of another case: another "
-                               "source key and case tag)")
-        if not key_ok:
-            raise BindingError("forged (source key differs from the report's)")
-        if not tag_ok and report is not None:
-            raise BindingError("forged (wrong case tag)")
-        if not tag_ok:
-            raise BindingError("case tag differs from the case's other messages and the report is "
-                               "not in this bundle to tell which is right (export with --all)")
-        self._check_manifest_key(binding)
-        gaps: list[tuple[int, int]] = []
-        if self.last_seq is not None:
-            if binding.seq == self.last_seq:
-                raise BindingError(f"moved or replayed (item {binding.seq} twice)")
-            if binding.seq < self.last_seq:
-                raise BindingError(f"moved or replayed (item {binding.seq} after item "
-                                   f"{self.last_seq})")
-            if binding.seq > self.last_seq + 1:
-                gaps.append((self.last_seq + 1, binding.seq - 1))
-        self.last_seq, self.bound = binding.seq, True
-        if self.tag is None:
-            self.tag = binding.case_tag
-        if report is not None:
-            return "message", gaps
-        return ("message_v1_report" if self.report_version == 1 else "message_no_report"), gaps
-
-    def _check_manifest_key(self, binding: Binding) -> None:
-        if self.manifest_key is None or binding.source_public_key != self.manifest_key:
-            raise BindingError("source key differs from the manifest (the server's copy of the "
-                               "key was changed? a reply must go to the key sealed in the report)")
-
-
-def open_item(keys: _Keyring, sealed: bytes, item: BundleItem,
-              case: _CaseCheck) -> tuple[Envelope, str, list[tuple[int, int]]]:
-    """Open one item's sealed envelope with the keyring and check it: its kind and attachment
-    count agree with the manifest, and its binding to the case (``case``, fed the report's items
-    in manifest order). Return the envelope, its ``Binding:`` state and the gaps before it; raise
-    :class:`ItemRefusedError` (:class:`BindingError` for the binding) or a :class:`CryptoError`.
-    Shared with the casebook's import (whistle.workstation.casebook.opening), which must accept
-    and quarantine exactly what ``decrypt`` does."""
-    envelope = keys.open(sealed)
-    if envelope.kind != item.kind:
-        raise ItemRefusedError(f"envelope says {envelope.kind!r}, manifest {item.kind!r}")
-    if len(envelope.attachments) != len(item.attachments):
-        raise ItemRefusedError(f"envelope lists {len(envelope.attachments)} attachments, "
-                               f"bundle holds {len(item.attachments)}")
-    binding, gaps = case.check(item.kind, envelope)
-    return envelope, binding, gaps
-
-
 # What one part of an item can fail with and still leave the rest of the bundle readable.
 # Anything else (OSError writing the output, a bug) stops the whole run.
 _PART_ERRORS = (CryptoError, BundleError, ItemRefusedError)
@@ -317,7 +176,7 @@ class _Run:
     """One decryption: the bundle, where it goes, and what came out so far."""
 
     bundle: BundleReader
-    keys: _Keyring
+    keys: Keyring
     staging: Path
     out_dir: Path
     categories: dict[str, str]
@@ -345,9 +204,9 @@ class _Run:
 
     def decrypt_report(self, report: BundleReport) -> None:
         """Decrypt the report's items one by one into its staging folder (made when needed),
-        checking each one's binding to the case (:class:`_CaseCheck`)."""
+        checking each one's binding to the case (:class:`whistle.workstation.checks.CaseCheck`)."""
         folder: _Folder | None = None
-        case = _CaseCheck.for_report(report)
+        case = CaseCheck.for_report(report)
         for item in report.items:
             if item.kind == ItemKind.REPLY:
                 continue  # sealed to the source, not to us
@@ -371,7 +230,7 @@ class _Run:
         return _Folder(path, NameSlots(_listdir(dest)), NameSlots(_listdir(dest / "attachments")))
 
     def _decrypt_item(self, report: BundleReport, item: BundleItem, folder: _Folder,
-                      case: _CaseCheck) -> None:
+                      case: CaseCheck) -> None:
         member_sizes = [self.bundle.size(m) for m in item.attachments]
         try:
             sealed = self.bundle.read_small(item.envelope)
@@ -418,35 +277,16 @@ class _Run:
         """Decrypt one attachment into a temporary file, then give it its name; return the name."""
         att_dir = folder.path / "attachments"
         att_dir.mkdir(exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=att_dir)
-        # Plaintext for the unit only, like report.txt (atomic_write's 0600): said explicitly
-        # rather than left to how the temporary file happens to be created.
-        os.fchmod(fd, 0o600)
-        consumed = [0]
+        tmp, _digest = decrypt_member(self.bundle, member, key, expected=expected, size=size,
+                                      folder=att_dir, advance=self.advance)
+        name = folder.attachment_names.claim(safe_filename(sent_as))
         try:
-            with os.fdopen(fd, "wb") as dst:
-                total = 0
-                for piece in iter_decrypt(self._pieces(member, consumed), key):
-                    total += len(piece)
-                    if total > expected:  # stop reading as soon as it is too long
-                        raise StreamFormatError("attachment longer than the envelope says")
-                    dst.write(piece)
-            if total != expected:
-                raise StreamFormatError("attachment size differs from the envelope")
-            name = folder.attachment_names.claim(safe_filename(sent_as))
             os.replace(tmp, att_dir / name)
-            return name
         except BaseException:
-            self.advance(size - consumed[0])  # what the failure left unread counts as handled
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-
-    def _pieces(self, member: str, consumed: list[int]) -> Iterator[bytes]:
-        for piece in self.bundle.iter_member(member):
-            consumed[0] += len(piece)
-            self.advance(len(piece))
-            yield piece
+        return name
 
 
 def _listdir(path: Path) -> list[str]:

@@ -117,7 +117,7 @@ def words(lang: Language) -> Mapping[str, str]:
     return _WORDS[lang]
 
 
-# What the ``Binding:`` line can say (whistle.workstation.decrypt._CaseCheck.check).
+# What the ``Binding:`` line can say (whistle.workstation.checks.CaseCheck.check).
 BINDING_STATES = ("none_report", "none_message", "report", "message", "message_no_report",
                   "message_v1_report")
 

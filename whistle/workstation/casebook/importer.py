@@ -16,15 +16,12 @@ is never held whole, and no plaintext is written outside the casebook folder.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from whistle.core.bundle import BundleError, BundleItem, BundleReader, BundleReport
-from whistle.core.crypto import CryptoError, StreamFormatError, UnitSecretKey, iter_decrypt
+from whistle.core.crypto import CryptoError, UnitSecretKey
 from whistle.core.enums import ItemKind, Status
 from whistle.workstation.casebook import answers, deadlines
 from whistle.workstation.casebook.opening import (
@@ -35,6 +32,7 @@ from whistle.workstation.casebook.opening import (
     is_category_code,
 )
 from whistle.workstation.casebook.store import Casebook, CasebookError, today
+from whistle.workstation.checks import decrypt_member
 from whistle.workstation.render import inert_line
 
 Progress = Callable[[int, int], None]
@@ -283,35 +281,14 @@ class _Run:
 
     def _attachment(self, member: str, key: bytes, expected: int, size: int) -> str:
         """Decrypt one attachment into ``tmp/`` hashing it, then store it by content; return
-        its SHA-256. The same checks as decrypt: the stream authenticates and has the size the
-        envelope says."""
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=self.book.tmp_dir)
-        os.fchmod(fd, 0o600)
-        consumed = [0]
+        its SHA-256. The same checks as decrypt (whistle.workstation.checks.decrypt_member): the
+        stream authenticates and has the size the envelope says."""
+        tmp, sha = decrypt_member(self.bundle, member, key, expected=expected, size=size,
+                                  folder=self.book.tmp_dir, advance=self.advance)
         try:
-            digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as dst:
-                total = 0
-                for piece in iter_decrypt(self._pieces(member, consumed), key):
-                    total += len(piece)
-                    if total > expected:
-                        raise StreamFormatError("attachment longer than the envelope says")
-                    digest.update(piece)
-                    dst.write(piece)
-            if total != expected:
-                raise StreamFormatError("attachment size differs from the envelope")
-            sha = digest.hexdigest()
-            if self.book.keep_blob(Path(tmp), sha):
+            if self.book.keep_blob(tmp, sha):
                 self.summary.blobs_added += 1
-            return sha
-        except BaseException:
-            self.advance(size - consumed[0])
+        finally:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
-    def _pieces(self, member: str, consumed: list[int]) -> Iterator[bytes]:
-        for piece in self.bundle.iter_member(member):
-            consumed[0] += len(piece)
-            self.advance(len(piece))
-            yield piece
+                tmp.unlink()
+        return sha

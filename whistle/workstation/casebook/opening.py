@@ -4,8 +4,8 @@
 The casebook must accept exactly what ``decrypt`` accepts and quarantine exactly what it
 quarantines, so nothing here decides: the keyring, the manifest agreement checks and the
 protocol-v2 binding checks (source key, case tag, sequence numbers, unbound items on a bound
-case) are those of :mod:`whistle.workstation.decrypt`; this module only adapts them to an import
-that stores into a database instead of writing folders.
+case) are those of :mod:`whistle.workstation.checks`, which ``decrypt`` uses; this module only
+adapts them to an import that stores into a database instead of writing folders.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from whistle.core.bundle import BundleError, BundleItem, BundleReader, BundleReport
 from whistle.core.crypto import CryptoError, Envelope, UnitSecretKey
-from whistle.workstation import decrypt
+from whistle.workstation import checks
 
 
 class ItemCheckError(Exception):
@@ -40,29 +40,29 @@ class Keyring:
 
     def __init__(self, keys: list[UnitSecretKey]) -> None:
         self.opened = [0] * len(keys)
-        self.ring = decrypt._Keyring(keys, self.opened)
+        self.ring = checks.Keyring(keys, self.opened)
 
 
 class CaseChecker:
     """The binding state of one report's items, in manifest order (decrypt's case check)."""
 
     def __init__(self, report: BundleReport) -> None:
-        self._case = decrypt._CaseCheck.for_report(report)
+        self._case = checks.CaseCheck.for_report(report)
 
     def open(self, keyring: Keyring, bundle: BundleReader, item: BundleItem) -> Opened:
         """Open ``item``'s envelope and run decrypt's checks on it; raise
         :class:`ItemCheckError` (with the part decrypt would name) when it fails."""
         try:
             sealed = bundle.read_small(item.envelope)
-            envelope, binding, gaps = decrypt.open_item(keyring.ring, sealed, item, self._case)
-        except decrypt.BindingError as exc:
+            envelope, binding, gaps = checks.open_item(keyring.ring, sealed, item, self._case)
+        except checks.BindingError as exc:
             raise ItemCheckError("binding", str(exc) or type(exc).__name__) from exc
-        except (CryptoError, BundleError, decrypt.ItemRefusedError) as exc:
+        except (CryptoError, BundleError, checks.ItemRefusedError) as exc:
             raise ItemCheckError("envelope", str(exc) or type(exc).__name__) from exc
         return Opened(envelope, binding, list(gaps))
 
 
 def is_category_code(code: str) -> bool:
     """Whether a sealed category has the syntax of a category code (decrypt's rule)."""
-    return bool(decrypt.CATEGORY_CODE.match(code))
+    return bool(checks.CATEGORY_CODE.match(code))
 
