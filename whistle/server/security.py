@@ -6,32 +6,17 @@ from __future__ import annotations
 from flask import Flask, Response, request
 from flask.typing import ResponseReturnValue
 
-CSP = "; ".join([
-    "default-src 'none'",
+from whistle.core.webpolicy import csp, headers
+
+CSP = csp(
     # 'wasm-unsafe-eval' lets libsodium.js compile its WebAssembly; no inline script, no eval.
     "script-src 'self' 'wasm-unsafe-eval'",
-    "style-src 'self'",
-    "img-src 'self'",
     "connect-src 'self'",
     # js/crypto-worker.js, a dedicated Web Worker from 'self' (its own response carries this CSP).
     "worker-src 'self'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-    "base-uri 'none'",
-])
+)
 
-HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    # same-origin, not no-referrer: Flask-WTF checks the Referer on HTTPS POSTs.
-    "Referrer-Policy": "same-origin",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "Permissions-Policy": (
-        "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()"
-    ),
-}
+HEADERS = headers(CSP)
 
 
 def is_tor2web() -> bool:

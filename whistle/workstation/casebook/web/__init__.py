@@ -35,6 +35,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from whistle.core.crypto import UnitSigningKey
 from whistle.core.enums import LANGUAGE_NAMES, Language
+from whistle.core.webpolicy import csp, headers
 from whistle.workstation.casebook.answers import Fields, fields_of
 from whistle.workstation.casebook.store import Casebook
 
@@ -42,26 +43,11 @@ PACKAGE = Path(__file__).resolve().parents[3]
 ROOT = PACKAGE.parent
 LANGUAGES = ("es", "en")
 
-# The server's policy (whistle/server/security.py) without what only its pages' scripts need:
-# the casebook has no script, so script-src and connect-src are 'none' (default-src).
-CSP = "; ".join([
-    "default-src 'none'",
-    "style-src 'self'",
-    "img-src 'self'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-    "base-uri 'none'",
-])
-HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=(), "
-                          "interest-cohort=()",
-}
+# The server's policy (whistle.core.webpolicy, shared with whistle/server/security.py) without
+# what only its pages' scripts need: the casebook has no script, so script-src and connect-src
+# are 'none' (default-src).
+CSP = csp()
+HEADERS = headers(CSP)
 SESSION_FLAG = "casebook_auth"
 
 
