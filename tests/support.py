@@ -526,7 +526,11 @@ def written_files(roots: list[Path], extra: list[Path], scratch: Path) -> list[P
     found += [p for p in extra if p.exists()]
     pg_data = os.environ.get("WHISTLE_TEST_POSTGRES_DATA", "")
     if TEST_POSTGRES and pg_data:
-        found += [p for p in Path(pg_data).rglob("*") if p.is_file()]
+        # PostgreSQL removes folders and files of its own while we walk (a dropped test database,
+        # temporary relations): os.walk skips what vanished instead of raising, and what no
+        # longer exists holds nothing.
+        for folder, _dirs, names in os.walk(pg_data):
+            found += [Path(folder) / name for name in names]
     if TEST_REDIS:
         import redis
 
