@@ -6,6 +6,8 @@ a redirect back to the case (post/redirect/get), a flashed message saying what h
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Blueprint, flash, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
@@ -21,56 +23,52 @@ def _back(case_id: str, anchor: str = "") -> ResponseReturnValue:
     return redirect(url_for("views.case", case_id=case_id) + (f"#{anchor}" if anchor else ""), code=303)
 
 
+def _change(case_id: str, apply: Callable[[str], object], field: str, *, done: str, refused: str,
+            anchor: str) -> ResponseReturnValue:
+    """Apply one change from the case page's form field ``field``; flash ``done``, or ``refused``
+    when the store refuses the value (nothing changed), and go back to the case at ``anchor``."""
+    require_case(case_id)
+    try:
+        apply(request.form.get(field, ""))
+    except CasebookError:
+        flash(refused, "error")
+        return _back(case_id, anchor)
+    flash(done, "success")
+    return _back(case_id, anchor)
+
+
 @bp.post("/note")
 def note(case_id: str) -> ResponseReturnValue:
     """Add a note to the case."""
-    require_case(case_id)
-    try:
-        book().add_note(case_id, request.form.get("body", ""))
-    except CasebookError:
-        flash(_("A note needs some text (at most 20,000 characters)."), "error")
-        return _back(case_id, "notes")
-    flash(_("Note added."), "success")
-    return _back(case_id, "notes")
+    return _change(case_id, lambda body: book().add_note(case_id, body), "body",
+                   done=_("Note added."),
+                   refused=_("A note needs some text (at most 20,000 characters)."), anchor="notes")
 
 
 @bp.post("/tags")
 def tags(case_id: str) -> ResponseReturnValue:
     """Replace the case's tags."""
-    require_case(case_id)
-    try:
-        book().set_tags(case_id, request.form.get("tags", ""))
-    except CasebookError:
-        flash(_("Tags are words of at most 40 characters, separated by commas (30 at most)."), "error")
-        return _back(case_id, "triage")
-    flash(_("Tags saved."), "success")
-    return _back(case_id, "triage")
+    return _change(case_id, lambda text: book().set_tags(case_id, text), "tags",
+                   done=_("Tags saved."),
+                   refused=_("Tags are words of at most 40 characters, separated by commas (30 at "
+                             "most)."), anchor="triage")
 
 
 @bp.post("/assignee")
 def assignee(case_id: str) -> ResponseReturnValue:
     """Set who handles the case."""
-    require_case(case_id)
-    try:
-        book().set_assignee(case_id, request.form.get("assignee", ""))
-    except CasebookError:
-        flash(_("An assignee is a name of at most 80 characters."), "error")
-        return _back(case_id, "triage")
-    flash(_("Assignee saved."), "success")
-    return _back(case_id, "triage")
+    return _change(case_id, lambda name: book().set_assignee(case_id, name), "assignee",
+                   done=_("Assignee saved."),
+                   refused=_("An assignee is a name of at most 80 characters."), anchor="triage")
 
 
 @bp.post("/link")
 def link(case_id: str) -> ResponseReturnValue:
     """Link another case (by its id or the first 8+ characters of it)."""
-    require_case(case_id)
-    try:
-        book().link(case_id, request.form.get("other", ""))
-    except CasebookError:
-        flash(_("No single other case has that id (give at least its first 8 characters)."), "error")
-        return _back(case_id, "links")
-    flash(_("Cases linked."), "success")
-    return _back(case_id, "links")
+    return _change(case_id, lambda other: book().link(case_id, other), "other",
+                   done=_("Cases linked."),
+                   refused=_("No single other case has that id (give at least its first 8 "
+                             "characters)."), anchor="links")
 
 
 @bp.post("/unlink")
